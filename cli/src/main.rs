@@ -1,0 +1,2 @@
+//! The `shturman` command.
+fn main() {}
