@@ -2,4 +2,77 @@
 //!
 //! - [`store`]: the `Store` trait, its backends (sled by default, memory for
 //!   tests) and the conformance suite every backend passes.
+//! - [`server`]: the Kubernetes-shaped REST API (axum).
+//!
+//! Start one with [`Control::start`]; the `shturman control` command is a thin
+//! shell around it.
+
+pub mod server;
 pub mod store;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Which store backend to use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreChoice {
+    /// sled in `<data-dir>/store` (the default).
+    Sled,
+    /// In memory, lost on exit (tests and benchmarks).
+    Memory,
+}
+
+/// How to run the control plane.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where the store, the admin token and `admin.conf` live.
+    pub data_dir: PathBuf,
+    /// Where the API listens; port 0 picks a free one.
+    pub api_addr: SocketAddr,
+    pub store: StoreChoice,
+}
+
+/// Why the control plane could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot listen on {addr}: {source}; pick another address with --api-addr")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot use the data directory {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("the API server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A started control plane.
+pub struct Control {
+    /// The API's base URL, e.g. `http://127.0.0.1:7443`.
+    pub url: String,
+    /// Where the admin client configuration was written.
+    pub admin_conf: PathBuf,
+    server: server::Running,
+}
+
+impl Control {
+    /// Opens the store, binds the API and starts serving.
+    pub async fn start(config: Config) -> Result<Control, Error> {
+        let server = server::start(config).await?;
+        Ok(Control {
+            url: server.url.clone(),
+            admin_conf: server.admin_conf.clone(),
+            server,
+        })
+    }
+
+    /// Serves until `shutdown` resolves, then drains and closes the store.
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        self.server.run_until(shutdown).await
+    }
+}
