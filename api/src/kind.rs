@@ -126,6 +126,14 @@ impl Kind {
         }
     }
 
+    /// How Kubernetes names the resource in API errors: `deployments.apps`, `pods`.
+    pub fn qualified_plural(self) -> String {
+        match self.group() {
+            "" => self.plural().to_string(),
+            g => format!("{}.{g}", self.plural()),
+        }
+    }
+
     /// The URL path of the collection, e.g. `/apis/apps/v1/namespaces/default/deployments`.
     /// `namespace` is ignored for cluster-scoped kinds; `None` lists across namespaces.
     pub fn collection_path(self, namespace: Option<&str>) -> String {

@@ -1,0 +1,421 @@
+//! The REST verbs over one kind: list, get, create, update, patch, delete.
+//! Handlers only parse; this module executes typed commands against the store.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bytes::Bytes;
+use rand::Rng;
+use serde_json::{Value, json};
+use shturman_api::Kind;
+use shturman_api::manifest::{self, Limits};
+use shturman_api::selector::{FieldSelector, Selector};
+
+use super::State;
+use super::error::ApiError;
+use super::object::{self, CreateFacts};
+use crate::store::{Key, Prefix, Revision, StoreError, Versioned};
+
+/// How a PATCH body is to be read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PatchType {
+    Merge,
+}
+
+impl PatchType {
+    pub fn from_content_type(ct: Option<&str>) -> Result<PatchType, ApiError> {
+        match ct.map(|c| c.split(';').next().unwrap_or("").trim()) {
+            Some("application/merge-patch+json") => Ok(PatchType::Merge),
+            Some(other) => Err(ApiError::unsupported_media(format!(
+                "patch type {other} is not supported; send a JSON merge patch (Content-Type: application/merge-patch+json, \
+                 kubectl patch --type merge)"
+            ))),
+            None => Err(ApiError::unsupported_media(
+                "a PATCH needs Content-Type: application/merge-patch+json",
+            )),
+        }
+    }
+}
+
+/// Which objects of a listing a client asked for.
+#[derive(Default)]
+pub struct Selection {
+    labels: Option<Selector>,
+    fields: Option<FieldSelector>,
+}
+
+impl Selection {
+    /// Reads `labelSelector` and `fieldSelector` query parameters.
+    pub fn from_query(q: &HashMap<String, String>) -> Result<Selection, ApiError> {
+        let labels = match q.get("labelSelector").map(String::as_str) {
+            None | Some("") => None,
+            Some(s) => Some(
+                Selector::parse(s)
+                    .map_err(|e| ApiError::bad_request(format!("unable to parse labelSelector \"{s}\": {e}")))?,
+            ),
+        };
+        let fields = match q.get("fieldSelector").map(String::as_str) {
+            None | Some("") => None,
+            Some(s) => Some(
+                FieldSelector::parse(s)
+                    .map_err(|e| ApiError::bad_request(format!("unable to parse fieldSelector \"{s}\": {e}")))?,
+            ),
+        };
+        Ok(Selection { labels, fields })
+    }
+
+    pub fn matches(&self, obj: &Value) -> bool {
+        if let Some(sel) = &self.labels {
+            let labels: BTreeMap<String, String> = obj
+                .pointer("/metadata/labels")
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if !sel.matches(&labels) {
+                return false;
+            }
+        }
+        self.fields.as_ref().is_none_or(|f| f.matches(obj))
+    }
+}
+
+/// The store key of an object.
+pub fn key(kind: Kind, namespace: Option<&str>, name: &str) -> Key {
+    Key::new(kind.plural(), namespace.unwrap_or(""), name)
+}
+
+/// Decodes a stored value and stamps its revision.
+pub fn materialize(v: &Versioned) -> Result<Value, ApiError> {
+    let mut obj: Value = serde_json::from_slice(&v.value)
+        .map_err(|e| ApiError::internal(format!("a stored object is unreadable: {e}")))?;
+    object::set_resource_version(&mut obj, v.revision);
+    Ok(obj)
+}
+
+fn encode(obj: &Value) -> Result<Vec<u8>, ApiError> {
+    serde_json::to_vec(obj).map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// Decodes a request body (JSON or YAML) strictly as one `kind` object.
+pub fn decode_body(kind: Kind, body: &Bytes) -> Result<Value, ApiError> {
+    let text = std::str::from_utf8(body).map_err(|_| ApiError::bad_request("the request body is not UTF-8"))?;
+    let docs = manifest::parse_documents("request body", text, &Limits::default())
+        .map_err(|e| ApiError::invalid(kind, "", &e))?;
+    let [doc] = docs.as_slice() else {
+        return Err(ApiError::bad_request(format!(
+            "the request body must hold exactly one object, found {}",
+            docs.len()
+        )));
+    };
+    kind.decode("request body", doc).map_err(|e| ApiError::invalid(kind, "", &e))
+}
+
+/// Re-checks an object built on the server (a patched one) through the same
+/// strict decoder users' manifests go through.
+fn revalidate(kind: Kind, obj: &Value) -> Result<Value, ApiError> {
+    let text = serde_json::to_string_pretty(obj).map_err(|e| ApiError::internal(e.to_string()))?;
+    let docs = manifest::parse_documents("patched object", &text, &Limits::default())
+        .map_err(|e| ApiError::invalid(kind, object::name_of(obj), &e))?;
+    let [doc] = docs.as_slice() else {
+        return Err(ApiError::internal("a patched object did not encode to one document"));
+    };
+    kind.decode("patched object", doc)
+        .map_err(|e| ApiError::invalid(kind, object::name_of(obj), &e))
+}
+
+fn random_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut rng = rand::rng();
+    (0..5)
+        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
+        .collect()
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+impl State {
+    /// GET of one object.
+    pub async fn get(&self, kind: Kind, ns: Option<&str>, name: &str) -> Result<Value, ApiError> {
+        let k = key(kind, ns, name);
+        match self.store.get(&k).await.map_err(|e| ApiError::from_store(e, kind, name))? {
+            Some(v) => materialize(&v),
+            None => Err(ApiError::not_found(kind, name)),
+        }
+    }
+
+    /// The listing of a collection, as a Kubernetes `…List`.
+    pub async fn list(&self, kind: Kind, ns: Option<&str>, sel: &Selection) -> Result<(Value, Revision), ApiError> {
+        let listing = self
+            .store
+            .list(&Prefix::new(kind.plural(), ns.map(str::to_string)))
+            .await
+            .map_err(|e| ApiError::from_store(e, kind, ""))?;
+        let mut items = Vec::with_capacity(listing.items.len());
+        for (_, v) in &listing.items {
+            let obj = materialize(v)?;
+            if sel.matches(&obj) {
+                items.push(obj);
+            }
+        }
+        let list = json!({
+            "apiVersion": kind.api_version(),
+            "kind": format!("{}List", kind.name()),
+            "metadata": {"resourceVersion": listing.revision.to_string()},
+            "items": items,
+        });
+        Ok((list, listing.revision))
+    }
+
+    async fn require_namespace(&self, kind: Kind, ns: Option<&str>) -> Result<(), ApiError> {
+        let Some(ns) = ns.filter(|_| kind.namespaced()) else {
+            return Ok(());
+        };
+        let k = key(Kind::Namespace, None, ns);
+        match self.store.get(&k).await.map_err(|e| ApiError::from_store(e, kind, ns))? {
+            Some(v) => {
+                let obj = materialize(&v)?;
+                if obj.pointer("/metadata/deletionTimestamp").is_some() {
+                    return Err(ApiError::forbidden(
+                        kind,
+                        "",
+                        &format!("namespace {ns} is being terminated; wait for it to go and create it again"),
+                    ));
+                }
+                Ok(())
+            }
+            None => Err(ApiError::not_found(Kind::Namespace, ns)),
+        }
+    }
+
+    /// POST: creates a validated object.
+    pub async fn create(&self, kind: Kind, ns: Option<&str>, body: &Bytes) -> Result<Value, ApiError> {
+        let mut obj = decode_body(kind, body)?;
+        object::settle_namespace(kind, &mut obj, ns)?;
+        self.create_object(kind, obj).await
+    }
+
+    /// Creates an already validated object whose namespace is settled.
+    pub async fn create_object(&self, kind: Kind, obj: Value) -> Result<Value, ApiError> {
+        let ns = object::namespace_of(&obj).to_string();
+        let ns = (!ns.is_empty()).then_some(ns);
+        self.require_namespace(kind, ns.as_deref()).await?;
+        let uid = uuid::Uuid::new_v4().to_string();
+        let now = now_rfc3339();
+        let suffix = random_suffix();
+        let facts = CreateFacts {
+            uid: &uid,
+            now: &now,
+            suffix: &suffix,
+        };
+        let mut obj = object::prepare_create(kind, obj, &facts)?;
+        let name = object::name_of(&obj).to_string();
+        let rev = self
+            .store
+            .create(&key(kind, ns.as_deref(), &name), encode(&obj)?)
+            .await
+            .map_err(|e| ApiError::from_store(e, kind, &name))?;
+        object::set_resource_version(&mut obj, rev);
+        Ok(obj)
+    }
+
+    /// PUT of the object or its status.
+    pub async fn update(
+        &self,
+        kind: Kind,
+        ns: Option<&str>,
+        name: &str,
+        status_only: bool,
+        body: &Bytes,
+    ) -> Result<Value, ApiError> {
+        let mut new = decode_body(kind, body)?;
+        object::settle_namespace(kind, &mut new, ns)?;
+        let body_name = object::name_of(&new);
+        if body_name != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name in the URL ({name})"
+            )));
+        }
+        let wanted = object::resource_version_of(&new)?;
+        let k = key(kind, ns, name);
+        loop {
+            let current = self
+                .store
+                .get(&k)
+                .await
+                .map_err(|e| ApiError::from_store(e, kind, name))?
+                .ok_or_else(|| ApiError::not_found(kind, name))?;
+            if let Some(w) = wanted
+                && w != current.revision
+            {
+                return Err(ApiError::from_store(
+                    StoreError::Conflict {
+                        key: k.clone(),
+                        expected: w,
+                        actual: current.revision,
+                    },
+                    kind,
+                    name,
+                ));
+            }
+            let old = materialize(&current)?;
+            let mut merged = object::prepare_update(kind, &old, new.clone(), status_only)?;
+            match self
+                .store
+                .update(&k, encode(&merged)?, Some(current.revision))
+                .await
+            {
+                Ok(rev) => {
+                    object::set_resource_version(&mut merged, rev);
+                    return Ok(merged);
+                }
+                // Unconditional update raced with another writer: read again.
+                Err(StoreError::Conflict { .. }) if wanted.is_none() => continue,
+                Err(e) => return Err(ApiError::from_store(e, kind, name)),
+            }
+        }
+    }
+
+    /// PATCH (JSON merge patch) of the object or its status.
+    pub async fn patch(
+        &self,
+        kind: Kind,
+        ns: Option<&str>,
+        name: &str,
+        status_only: bool,
+        body: &Bytes,
+    ) -> Result<Value, ApiError> {
+        let patch: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?;
+        if !patch.is_object() {
+            return Err(ApiError::bad_request("a merge patch must be a JSON object"));
+        }
+        let wanted = object::resource_version_of(&patch)?;
+        let k = key(kind, ns, name);
+        loop {
+            let current = self
+                .store
+                .get(&k)
+                .await
+                .map_err(|e| ApiError::from_store(e, kind, name))?
+                .ok_or_else(|| ApiError::not_found(kind, name))?;
+            if let Some(w) = wanted
+                && w != current.revision
+            {
+                return Err(ApiError::conflict(
+                    kind,
+                    name,
+                    "the object has been modified; please apply your changes to the latest version and try again",
+                ));
+            }
+            let old = materialize(&current)?;
+            let mut patched = old.clone();
+            object::merge_patch(&mut patched, &patch);
+            object::strip_resource_version(&mut patched);
+            if object::name_of(&patched) != name || object::namespace_of(&patched) != ns.unwrap_or("") {
+                return Err(ApiError::bad_request("a patch may not change metadata.name or metadata.namespace"));
+            }
+            let checked = revalidate(kind, &patched)?;
+            let mut merged = object::prepare_update(kind, &old, checked, status_only)?;
+            match self
+                .store
+                .update(&k, encode(&merged)?, Some(current.revision))
+                .await
+            {
+                Ok(rev) => {
+                    object::set_resource_version(&mut merged, rev);
+                    return Ok(merged);
+                }
+                Err(StoreError::Conflict { .. }) if wanted.is_none() => continue,
+                Err(e) => return Err(ApiError::from_store(e, kind, name)),
+            }
+        }
+    }
+
+    /// DELETE of one object; returns its last state.
+    pub async fn delete(&self, kind: Kind, ns: Option<&str>, name: &str, body: &Bytes) -> Result<Value, ApiError> {
+        let options: Value = if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("DeleteOptions are not valid JSON: {e}")))?
+        };
+        if let Some(p) = options.get("propagationPolicy").and_then(Value::as_str)
+            && !matches!(p, "Background" | "Foreground" | "Orphan")
+        {
+            return Err(ApiError::bad_request(format!(
+                "propagationPolicy \"{p}\" is not one of Background, Foreground, Orphan"
+            )));
+        }
+        let k = key(kind, ns, name);
+        let current = self
+            .store
+            .get(&k)
+            .await
+            .map_err(|e| ApiError::from_store(e, kind, name))?
+            .ok_or_else(|| ApiError::not_found(kind, name))?;
+        let old = materialize(&current)?;
+        if let Some(rv) = options.pointer("/preconditions/resourceVersion").and_then(Value::as_str)
+            && rv != current.revision.to_string()
+        {
+            return Err(ApiError::conflict(
+                kind,
+                name,
+                &format!("Precondition failed: ResourceVersion: Expected {rv}, Actual {}", current.revision),
+            ));
+        }
+        if let Some(uid) = options.pointer("/preconditions/uid").and_then(Value::as_str)
+            && Some(uid) != old.pointer("/metadata/uid").and_then(Value::as_str)
+        {
+            return Err(ApiError::conflict(kind, name, &format!("Precondition failed: UID {uid}")));
+        }
+        if kind == Kind::Namespace {
+            if name == "default" {
+                return Err(ApiError::forbidden(kind, name, "this namespace may not be deleted"));
+            }
+            self.empty_namespace(name).await?;
+        }
+        let (_, last) = self
+            .store
+            .delete(&k, Some(current.revision))
+            .await
+            .map_err(|e| ApiError::from_store(e, kind, name))?;
+        materialize(&last)
+    }
+
+    /// Deletes every object in namespace `ns` (before the namespace goes).
+    async fn empty_namespace(&self, ns: &str) -> Result<(), ApiError> {
+        for kind in Kind::ALL.iter().copied().filter(|k| k.namespaced()) {
+            let listing = self
+                .store
+                .list(&Prefix::new(kind.plural(), Some(ns.to_string())))
+                .await
+                .map_err(|e| ApiError::from_store(e, kind, ns))?;
+            for (k, _) in listing.items {
+                match self.store.delete(&k, None).await {
+                    Ok(_) | Err(StoreError::NotFound { .. }) => {}
+                    Err(e) => return Err(ApiError::from_store(e, kind, &k.name)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the `default` namespace on first start.
+    pub async fn ensure_default_namespace(&self) -> Result<(), StoreError> {
+        let k = key(Kind::Namespace, None, "default");
+        if self.store.get(&k).await?.is_some() {
+            return Ok(());
+        }
+        let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}});
+        match self.create_object(Kind::Namespace, obj).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == 409 => Ok(()),
+            Err(e) => Err(StoreError::Io(e.0.message)),
+        }
+    }
+}
