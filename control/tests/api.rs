@@ -69,7 +69,11 @@ fn pod(name: &str, labels: Value) -> Value {
 }
 
 fn rv(obj: &Value) -> u64 {
-    obj["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap()
+    obj["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 const PODS: &str = "/api/v1/namespaces/default/pods";
@@ -82,7 +86,13 @@ async fn every_request_needs_the_token() {
     let status: Value = r.json().await.unwrap();
     assert_eq!(status["kind"], "Status");
     assert_eq!(status["reason"], "Unauthorized");
-    let r = a.http.get(format!("{}{PODS}", a.url)).bearer_auth("nope").send().await.unwrap();
+    let r = a
+        .http
+        .get(format!("{}{PODS}", a.url))
+        .bearer_auth("nope")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 401);
     let r = a.http.get(format!("{}/version", a.url)).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 401);
@@ -96,12 +106,20 @@ async fn every_request_needs_the_token() {
 #[tokio::test]
 async fn create_get_list_and_kubernetes_errors() {
     let a = api().await;
-    let (code, created) = a.send(reqwest::Method::POST, PODS, Some(pod("web-1", json!({"app": "web"})))).await;
+    let (code, created) = a
+        .send(
+            reqwest::Method::POST,
+            PODS,
+            Some(pod("web-1", json!({"app": "web"}))),
+        )
+        .await;
     assert_eq!(code, 201, "{created}");
     assert_eq!(created["metadata"]["namespace"], "default");
     assert_eq!(created["status"]["phase"], "Pending");
     assert!(created["metadata"]["uid"].as_str().is_some_and(|u| u.len() == 36));
-    let (code, again) = a.send(reqwest::Method::POST, PODS, Some(pod("web-1", json!({})))).await;
+    let (code, again) = a
+        .send(reqwest::Method::POST, PODS, Some(pod("web-1", json!({}))))
+        .await;
     assert_eq!(code, 409);
     assert_eq!(again["reason"], "AlreadyExists");
     assert_eq!(again["message"], "pods \"web-1\" already exists");
@@ -114,18 +132,52 @@ async fn create_get_list_and_kubernetes_errors() {
     assert_eq!(missing["reason"], "NotFound");
     assert_eq!(missing["message"], "pods \"nope\" not found");
 
-    a.send(reqwest::Method::POST, PODS, Some(pod("db-1", json!({"app": "db"})))).await;
-    let (_, list) = a.send(reqwest::Method::GET, &format!("{PODS}?labelSelector=app%3Dweb"), None).await;
+    a.send(
+        reqwest::Method::POST,
+        PODS,
+        Some(pod("db-1", json!({"app": "db"}))),
+    )
+    .await;
+    let (_, list) = a
+        .send(
+            reqwest::Method::GET,
+            &format!("{PODS}?labelSelector=app%3Dweb"),
+            None,
+        )
+        .await;
     assert_eq!(list["kind"], "PodList");
-    let names: Vec<&str> = list["items"].as_array().unwrap().iter().map(|p| p["metadata"]["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["web-1"]);
-    let (_, list) = a.send(reqwest::Method::GET, "/api/v1/pods?fieldSelector=metadata.name%3Ddb-1", None).await;
+    let (_, list) = a
+        .send(
+            reqwest::Method::GET,
+            "/api/v1/pods?fieldSelector=metadata.name%3Ddb-1",
+            None,
+        )
+        .await;
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
-    let (_, list) = a.send(reqwest::Method::GET, "/api/v1/pods?fieldSelector=status.phase%3DPending", None).await;
+    let (_, list) = a
+        .send(
+            reqwest::Method::GET,
+            "/api/v1/pods?fieldSelector=status.phase%3DPending",
+            None,
+        )
+        .await;
     assert_eq!(list["items"].as_array().unwrap().len(), 2);
     assert!(rv(&list) >= rv(&created));
 
-    let (code, bad) = a.send(reqwest::Method::POST, "/api/v1/namespaces/nowhere/pods", Some(pod("x", json!({})))).await;
+    let (code, bad) = a
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/namespaces/nowhere/pods",
+            Some(pod("x", json!({}))),
+        )
+        .await;
     assert_eq!(code, 404);
     assert_eq!(bad["message"], "namespaces \"nowhere\" not found");
     let (code, _) = a.send(reqwest::Method::GET, "/api/v1/widgets", None).await;
@@ -152,7 +204,10 @@ async fn invalid_objects_get_422_with_field_paths() {
         .send(reqwest::Method::POST, PODS, Some(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "Bad_Name"}, "spec": {"containers": [{"name": "a", "image": "i"}]}})))
         .await;
     assert_eq!(code, 422, "{status}");
-    assert!(status["message"].as_str().unwrap().contains("metadata.name"), "{status}");
+    assert!(
+        status["message"].as_str().unwrap().contains("metadata.name"),
+        "{status}"
+    );
 }
 
 #[tokio::test]
@@ -171,16 +226,23 @@ async fn updates_conflict_on_stale_versions_and_keep_status_apart() {
     let mut v2 = created.clone();
     v2["spec"]["replicas"] = json!(3);
     v2["status"] = json!({"replicas": 99});
-    let (code, updated) = a.send(reqwest::Method::PUT, &format!("{path}/web"), Some(v2.clone())).await;
+    let (code, updated) = a
+        .send(reqwest::Method::PUT, &format!("{path}/web"), Some(v2.clone()))
+        .await;
     assert_eq!(code, 200, "{updated}");
     assert_eq!(updated["spec"]["replicas"], 3);
     assert_eq!(updated["metadata"]["generation"], 2);
-    assert!(updated.get("status").is_none_or(|s| s.get("replicas").is_none()), "main PUT must not set status");
+    assert!(
+        updated.get("status").is_none_or(|s| s.get("replicas").is_none()),
+        "main PUT must not set status"
+    );
 
     // The same stale resourceVersion again: conflict, nothing lost.
     v2["metadata"]["resourceVersion"] = first_rv;
     v2["spec"]["replicas"] = json!(7);
-    let (code, conflict) = a.send(reqwest::Method::PUT, &format!("{path}/web"), Some(v2)).await;
+    let (code, conflict) = a
+        .send(reqwest::Method::PUT, &format!("{path}/web"), Some(v2))
+        .await;
     assert_eq!(code, 409);
     assert_eq!(conflict["reason"], "Conflict");
     let (_, now) = a.send(reqwest::Method::GET, &format!("{path}/web"), None).await;
@@ -190,7 +252,9 @@ async fn updates_conflict_on_stale_versions_and_keep_status_apart() {
     let mut st = now.clone();
     st["spec"]["replicas"] = json!(50);
     st["status"] = json!({"replicas": 3, "readyReplicas": 2});
-    let (code, after) = a.send(reqwest::Method::PUT, &format!("{path}/web/status"), Some(st)).await;
+    let (code, after) = a
+        .send(reqwest::Method::PUT, &format!("{path}/web/status"), Some(st))
+        .await;
     assert_eq!(code, 200, "{after}");
     assert_eq!(after["status"]["readyReplicas"], 2);
     assert_eq!(after["spec"]["replicas"], 3);
@@ -243,7 +307,10 @@ async fn bodies_over_3_mib_get_413() {
     assert_eq!(status["reason"], "RequestEntityTooLarge");
 }
 
-async fn next_event(lines: &mut (impl futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin), buf: &mut String) -> Value {
+async fn next_event(
+    lines: &mut (impl futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
+    buf: &mut String,
+) -> Value {
     loop {
         if let Some(i) = buf.find('\n') {
             let line: String = buf.drain(..=i).collect();
@@ -263,11 +330,20 @@ async fn watch_replays_from_a_revision_then_follows_in_order() {
     let a = api().await;
     let mut rvs = Vec::new();
     for i in 0..3 {
-        let (_, p) = a.send(reqwest::Method::POST, PODS, Some(pod(&format!("p{i}"), json!({"n": i.to_string()})))).await;
+        let (_, p) = a
+            .send(
+                reqwest::Method::POST,
+                PODS,
+                Some(pod(&format!("p{i}"), json!({"n": i.to_string()}))),
+            )
+            .await;
         rvs.push(rv(&p));
     }
     let r = a
-        .req(reqwest::Method::GET, &format!("{PODS}?watch=true&resourceVersion={}", rvs[0]))
+        .req(
+            reqwest::Method::GET,
+            &format!("{PODS}?watch=true&resourceVersion={}", rvs[0]),
+        )
         .send()
         .await
         .unwrap();
@@ -280,7 +356,9 @@ async fn watch_replays_from_a_revision_then_follows_in_order() {
         assert_eq!(rv(&ev["object"]), *expected);
     }
     let (_, _) = a.send(reqwest::Method::DELETE, &format!("{PODS}/p1"), None).await;
-    let (_, p3) = a.send(reqwest::Method::POST, PODS, Some(pod("p3", json!({})))).await;
+    let (_, p3) = a
+        .send(reqwest::Method::POST, PODS, Some(pod("p3", json!({}))))
+        .await;
     let ev = next_event(&mut stream, &mut buf).await;
     assert_eq!(ev["type"], "DELETED");
     assert_eq!(ev["object"]["metadata"]["name"], "p1");
@@ -289,7 +367,14 @@ async fn watch_replays_from_a_revision_then_follows_in_order() {
     assert_eq!(rv(&ev["object"]), rv(&p3));
 
     // Label-selected watch from "now" starts with the current matching state.
-    let r = a.req(reqwest::Method::GET, &format!("{PODS}?watch=1&labelSelector=n%3D2")).send().await.unwrap();
+    let r = a
+        .req(
+            reqwest::Method::GET,
+            &format!("{PODS}?watch=1&labelSelector=n%3D2"),
+        )
+        .send()
+        .await
+        .unwrap();
     let mut stream = r.bytes_stream();
     let mut buf = String::new();
     let ev = next_event(&mut stream, &mut buf).await;
@@ -306,9 +391,21 @@ async fn watch_from_a_compacted_revision_says_410() {
     });
     let a = serve(Arc::new(store)).await;
     for i in 0..20 {
-        a.send(reqwest::Method::POST, PODS, Some(pod(&format!("p{i}"), json!({})))).await;
+        a.send(
+            reqwest::Method::POST,
+            PODS,
+            Some(pod(&format!("p{i}"), json!({}))),
+        )
+        .await;
     }
-    let r = a.req(reqwest::Method::GET, &format!("{PODS}?watch=true&resourceVersion=2")).send().await.unwrap();
+    let r = a
+        .req(
+            reqwest::Method::GET,
+            &format!("{PODS}?watch=true&resourceVersion=2"),
+        )
+        .send()
+        .await
+        .unwrap();
     let mut stream = r.bytes_stream();
     let mut buf = String::new();
     let ev = next_event(&mut stream, &mut buf).await;
@@ -321,17 +418,33 @@ async fn watch_from_a_compacted_revision_says_410() {
 async fn namespaces_guard_their_objects() {
     let a = api().await;
     let (code, ns) = a
-        .send(reqwest::Method::POST, "/api/v1/namespaces", Some(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "dev"}})))
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/namespaces",
+            Some(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "dev"}})),
+        )
         .await;
     assert_eq!(code, 201, "{ns}");
     assert_eq!(ns["status"]["phase"], "Active");
-    let (code, _) = a.send(reqwest::Method::POST, "/api/v1/namespaces/dev/pods", Some(pod("a", json!({})))).await;
+    let (code, _) = a
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/namespaces/dev/pods",
+            Some(pod("a", json!({}))),
+        )
+        .await;
     assert_eq!(code, 201);
-    let (code, _) = a.send(reqwest::Method::DELETE, "/api/v1/namespaces/dev", None).await;
+    let (code, _) = a
+        .send(reqwest::Method::DELETE, "/api/v1/namespaces/dev", None)
+        .await;
     assert_eq!(code, 200);
-    let (code, _) = a.send(reqwest::Method::GET, "/api/v1/namespaces/dev/pods/a", None).await;
+    let (code, _) = a
+        .send(reqwest::Method::GET, "/api/v1/namespaces/dev/pods/a", None)
+        .await;
     assert_eq!(code, 404, "a namespace's objects go with it");
-    let (code, st) = a.send(reqwest::Method::DELETE, "/api/v1/namespaces/default", None).await;
+    let (code, st) = a
+        .send(reqwest::Method::DELETE, "/api/v1/namespaces/default", None)
+        .await;
     assert_eq!(code, 403, "{st}");
 }
 
@@ -341,9 +454,20 @@ async fn version_metrics_and_discovery() {
     let (code, v) = a.send(reqwest::Method::GET, "/version", None).await;
     assert_eq!(code, 200);
     assert!(v["gitVersion"].as_str().unwrap().starts_with('v'));
-    a.send(reqwest::Method::POST, PODS, Some(pod("m", json!({})))).await;
-    let text = a.req(reqwest::Method::GET, "/metrics").send().await.unwrap().text().await.unwrap();
-    assert!(text.contains("shturman_apiserver_requests_total{verb=\"create\",resource=\"pods\",code=\"201\"} 1"), "{text}");
+    a.send(reqwest::Method::POST, PODS, Some(pod("m", json!({}))))
+        .await;
+    let text = a
+        .req(reqwest::Method::GET, "/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("shturman_apiserver_requests_total{verb=\"create\",resource=\"pods\",code=\"201\"} 1"),
+        "{text}"
+    );
     assert!(text.contains("shturman_store_revision"));
     let (_, res) = a.send(reqwest::Method::GET, "/apis/apps/v1", None).await;
     assert_eq!(res["resources"][0]["kind"], "Deployment");

@@ -2,19 +2,35 @@
 //! documents, then strictly decoded into typed objects with errors that say
 //! `file:line:column`, the field path, what was wrong and how to fix it.
 //!
-//! INTERFACE CONTRACT (stubs; the manifest work replaces the bodies):
-//! - [`parse_documents`] reads text into positioned trees, bounded by [`Limits`];
-//! - [`decode`] turns one tree into any `T: DeserializeOwned`, collecting every
-//!   error it can with its position and path;
+//! - [`parse_documents`] reads text into positioned trees ([`Node`]), bounded
+//!   by [`Limits`] (`load.rs`; JSON goes through the same YAML 1.2 parser);
+//! - [`decode`] turns one tree into any `T: DeserializeOwned` with a strict
+//!   deserializer (`de.rs`), collecting many errors in repair rounds
+//!   (`repair.rs`), each with its position and path;
 //! - [`Node::locate`] maps a field path such as `spec.template.spec.containers[0].image`
-//!   back to a position, so validation errors get positions too;
-//! - [`parse_manifests`] does all of it for a file: documents → kind → `Kind::decode`.
+//!   back to a position, so validation errors get positions too
+//!   ([`ManifestError::at`] builds one);
+//! - [`parse_manifests`] does all of it for a file: documents → `apiVersion`/`kind`
+//!   → [`Kind::decode`] (`manifests.rs`).
+
+mod access;
+mod de;
+mod error;
+mod load;
+mod manifests;
+mod node;
+mod path;
+mod repair;
+mod syntax;
 
 use std::fmt;
 
 use serde::de::DeserializeOwned;
 
 use crate::kind::Kind;
+
+pub use node::{Entry, Node, Scalar, Typed, Value};
+pub use path::{Step, format_path, parse_path};
 
 /// A position in a source text, 1-based line and column.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
@@ -47,21 +63,6 @@ impl Default for Limits {
     }
 }
 
-/// A positioned YAML/JSON document (the tree the decoder walks).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Node {
-    /// Where this node starts.
-    pub mark: Mark,
-}
-
-impl Node {
-    /// The position of the value at `path` (`a.b[2].c`), or of the nearest
-    /// ancestor that exists.
-    pub fn locate(&self, _path: &str) -> Mark {
-        self.mark
-    }
-}
-
 /// One thing wrong with a manifest.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ManifestError {
@@ -87,6 +88,26 @@ impl fmt::Display for ManifestError {
             write!(f, "\n  hint: {hint}")?;
         }
         Ok(())
+    }
+}
+
+impl ManifestError {
+    /// An error about the value at `path` in `doc` (e.g. from validation),
+    /// positioned with [`Node::locate`].
+    pub fn at(source: &str, doc: &Node, path: &str, message: impl Into<String>) -> ManifestError {
+        ManifestError {
+            source: source.into(),
+            mark: doc.locate(path),
+            path: path.into(),
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    /// The same error with a hint saying what to do.
+    pub fn with_hint(mut self, hint: impl Into<String>) -> ManifestError {
+        self.hint = Some(hint.into());
+        self
     }
 }
 
@@ -117,29 +138,22 @@ pub struct Manifest {
     pub mark: Mark,
 }
 
-/// Reads every document in `text` (YAML, multi-document, or JSON).
-pub fn parse_documents(source: &str, _text: &str, _limits: &Limits) -> Result<Vec<Node>, ManifestErrors> {
-    Err(ManifestErrors(vec![ManifestError {
-        source: source.into(),
-        mark: Mark::default(),
-        path: String::new(),
-        message: "manifest parsing is not built yet".into(),
-        hint: None,
-    }]))
+/// Reads every document in `text` (YAML, multi-document, or JSON). An empty
+/// document is returned as a null node.
+pub fn parse_documents(source: &str, text: &str, limits: &Limits) -> Result<Vec<Node>, ManifestErrors> {
+    load::load(source, text, limits)
 }
 
-/// Strictly decodes one document into `T`.
+/// Strictly decodes one document into `T`, reporting every error it can find
+/// (unknown fields, wrong types, missing and mis-indented fields), sorted by position.
 pub fn decode<T: DeserializeOwned>(source: &str, doc: &Node) -> Result<T, ManifestErrors> {
-    Err(ManifestErrors(vec![ManifestError {
-        source: source.into(),
-        mark: doc.mark,
-        path: String::new(),
-        message: "manifest decoding is not built yet".into(),
-        hint: None,
-    }]))
+    repair::decode(source, doc)
 }
 
-/// Parses, decodes and validates every object in `text`.
+/// Parses, decodes and validates every object in `text`: documents are split on
+/// `---`, empty ones skipped and `kind: List` expanded; each is checked for
+/// `apiVersion` and `kind` and handed to [`Kind::decode`]. Errors from every
+/// document come back together, in source order.
 pub fn parse_manifests(source: &str, text: &str) -> Result<Vec<Manifest>, ManifestErrors> {
-    parse_documents(source, text, &Limits::default()).map(|_| Vec::new())
+    manifests::parse(source, text, &Limits::default())
 }

@@ -59,7 +59,11 @@ pub fn resources(group: &str) -> Value {
             }));
         }
     }
-    let gv = if group.is_empty() { "v1".to_string() } else { format!("{group}/v1") };
+    let gv = if group.is_empty() {
+        "v1".to_string()
+    } else {
+        format!("{group}/v1")
+    };
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources})
 }
 

@@ -32,8 +32,12 @@ impl ApiError {
     }
 
     pub fn not_found(kind: Kind, name: &str) -> Self {
-        Self::new(404, "NotFound", format!("{} \"{name}\" not found", kind.qualified_plural()))
-            .details(kind, name)
+        Self::new(
+            404,
+            "NotFound",
+            format!("{} \"{name}\" not found", kind.qualified_plural()),
+        )
+        .details(kind, name)
     }
 
     pub fn no_route(path: &str) -> Self {

@@ -46,20 +46,20 @@ pub struct Selection {
 impl Selection {
     /// Reads `labelSelector` and `fieldSelector` query parameters.
     pub fn from_query(q: &HashMap<String, String>) -> Result<Selection, ApiError> {
-        let labels = match q.get("labelSelector").map(String::as_str) {
-            None | Some("") => None,
-            Some(s) => Some(
-                Selector::parse(s)
-                    .map_err(|e| ApiError::bad_request(format!("unable to parse labelSelector \"{s}\": {e}")))?,
-            ),
-        };
-        let fields = match q.get("fieldSelector").map(String::as_str) {
-            None | Some("") => None,
-            Some(s) => Some(
-                FieldSelector::parse(s)
-                    .map_err(|e| ApiError::bad_request(format!("unable to parse fieldSelector \"{s}\": {e}")))?,
-            ),
-        };
+        let labels =
+            match q.get("labelSelector").map(String::as_str) {
+                None | Some("") => None,
+                Some(s) => Some(Selector::parse(s).map_err(|e| {
+                    ApiError::bad_request(format!("unable to parse labelSelector \"{s}\": {e}"))
+                })?),
+            };
+        let fields =
+            match q.get("fieldSelector").map(String::as_str) {
+                None | Some("") => None,
+                Some(s) => Some(FieldSelector::parse(s).map_err(|e| {
+                    ApiError::bad_request(format!("unable to parse fieldSelector \"{s}\": {e}"))
+                })?),
+            };
         Ok(Selection { labels, fields })
     }
 
@@ -101,7 +101,8 @@ fn encode(obj: &Value) -> Result<Vec<u8>, ApiError> {
 
 /// Decodes a request body (JSON or YAML) strictly as one `kind` object.
 pub fn decode_body(kind: Kind, body: &Bytes) -> Result<Value, ApiError> {
-    let text = std::str::from_utf8(body).map_err(|_| ApiError::bad_request("the request body is not UTF-8"))?;
+    let text =
+        std::str::from_utf8(body).map_err(|_| ApiError::bad_request("the request body is not UTF-8"))?;
     let docs = manifest::parse_documents("request body", text, &Limits::default())
         .map_err(|e| ApiError::invalid(kind, "", &e))?;
     let [doc] = docs.as_slice() else {
@@ -110,7 +111,8 @@ pub fn decode_body(kind: Kind, body: &Bytes) -> Result<Value, ApiError> {
             docs.len()
         )));
     };
-    kind.decode("request body", doc).map_err(|e| ApiError::invalid(kind, "", &e))
+    kind.decode("request body", doc)
+        .map_err(|e| ApiError::invalid(kind, "", &e))
 }
 
 /// Re-checks an object built on the server (a patched one) through the same
@@ -120,7 +122,9 @@ fn revalidate(kind: Kind, obj: &Value) -> Result<Value, ApiError> {
     let docs = manifest::parse_documents("patched object", &text, &Limits::default())
         .map_err(|e| ApiError::invalid(kind, object::name_of(obj), &e))?;
     let [doc] = docs.as_slice() else {
-        return Err(ApiError::internal("a patched object did not encode to one document"));
+        return Err(ApiError::internal(
+            "a patched object did not encode to one document",
+        ));
     };
     kind.decode("patched object", doc)
         .map_err(|e| ApiError::invalid(kind, object::name_of(obj), &e))
@@ -142,14 +146,24 @@ impl State {
     /// GET of one object.
     pub async fn get(&self, kind: Kind, ns: Option<&str>, name: &str) -> Result<Value, ApiError> {
         let k = key(kind, ns, name);
-        match self.store.get(&k).await.map_err(|e| ApiError::from_store(e, kind, name))? {
+        match self
+            .store
+            .get(&k)
+            .await
+            .map_err(|e| ApiError::from_store(e, kind, name))?
+        {
             Some(v) => materialize(&v),
             None => Err(ApiError::not_found(kind, name)),
         }
     }
 
     /// The listing of a collection, as a Kubernetes `…List`.
-    pub async fn list(&self, kind: Kind, ns: Option<&str>, sel: &Selection) -> Result<(Value, Revision), ApiError> {
+    pub async fn list(
+        &self,
+        kind: Kind,
+        ns: Option<&str>,
+        sel: &Selection,
+    ) -> Result<(Value, Revision), ApiError> {
         let listing = self
             .store
             .list(&Prefix::new(kind.plural(), ns.map(str::to_string)))
@@ -176,7 +190,12 @@ impl State {
             return Ok(());
         };
         let k = key(Kind::Namespace, None, ns);
-        match self.store.get(&k).await.map_err(|e| ApiError::from_store(e, kind, ns))? {
+        match self
+            .store
+            .get(&k)
+            .await
+            .map_err(|e| ApiError::from_store(e, kind, ns))?
+        {
             Some(v) => {
                 let obj = materialize(&v)?;
                 if obj.pointer("/metadata/deletionTimestamp").is_some() {
@@ -317,7 +336,9 @@ impl State {
             object::merge_patch(&mut patched, &patch);
             object::strip_resource_version(&mut patched);
             if object::name_of(&patched) != name || object::namespace_of(&patched) != ns.unwrap_or("") {
-                return Err(ApiError::bad_request("a patch may not change metadata.name or metadata.namespace"));
+                return Err(ApiError::bad_request(
+                    "a patch may not change metadata.name or metadata.namespace",
+                ));
             }
             let checked = revalidate(kind, &patched)?;
             let mut merged = object::prepare_update(kind, &old, checked, status_only)?;
@@ -337,7 +358,13 @@ impl State {
     }
 
     /// DELETE of one object; returns its last state.
-    pub async fn delete(&self, kind: Kind, ns: Option<&str>, name: &str, body: &Bytes) -> Result<Value, ApiError> {
+    pub async fn delete(
+        &self,
+        kind: Kind,
+        ns: Option<&str>,
+        name: &str,
+        body: &Bytes,
+    ) -> Result<Value, ApiError> {
         let options: Value = if body.is_empty() {
             Value::Null
         } else {
@@ -359,23 +386,36 @@ impl State {
             .map_err(|e| ApiError::from_store(e, kind, name))?
             .ok_or_else(|| ApiError::not_found(kind, name))?;
         let old = materialize(&current)?;
-        if let Some(rv) = options.pointer("/preconditions/resourceVersion").and_then(Value::as_str)
+        if let Some(rv) = options
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
             && rv != current.revision.to_string()
         {
             return Err(ApiError::conflict(
                 kind,
                 name,
-                &format!("Precondition failed: ResourceVersion: Expected {rv}, Actual {}", current.revision),
+                &format!(
+                    "Precondition failed: ResourceVersion: Expected {rv}, Actual {}",
+                    current.revision
+                ),
             ));
         }
         if let Some(uid) = options.pointer("/preconditions/uid").and_then(Value::as_str)
             && Some(uid) != old.pointer("/metadata/uid").and_then(Value::as_str)
         {
-            return Err(ApiError::conflict(kind, name, &format!("Precondition failed: UID {uid}")));
+            return Err(ApiError::conflict(
+                kind,
+                name,
+                &format!("Precondition failed: UID {uid}"),
+            ));
         }
         if kind == Kind::Namespace {
             if name == "default" {
-                return Err(ApiError::forbidden(kind, name, "this namespace may not be deleted"));
+                return Err(ApiError::forbidden(
+                    kind,
+                    name,
+                    "this namespace may not be deleted",
+                ));
             }
             self.empty_namespace(name).await?;
         }

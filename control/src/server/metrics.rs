@@ -34,7 +34,8 @@ impl Metrics {
     /// Records one finished request.
     pub fn observe(&self, verb: &str, resource: &str, code: u16, took: Duration) {
         if let Ok(mut m) = self.requests.lock() {
-            *m.entry((verb.to_string(), resource.to_string(), code)).or_default() += 1;
+            *m.entry((verb.to_string(), resource.to_string(), code))
+                .or_default() += 1;
         }
         if let Ok(mut h) = self.latency.lock() {
             let h = h.entry(verb.to_string()).or_default();
@@ -78,13 +79,25 @@ impl Metrics {
                     "shturman_apiserver_request_duration_seconds_bucket{{verb=\"{verb}\",le=\"+Inf\"}} {}",
                     h.count
                 );
-                let _ = writeln!(out, "shturman_apiserver_request_duration_seconds_sum{{verb=\"{verb}\"}} {}", h.sum);
-                let _ = writeln!(out, "shturman_apiserver_request_duration_seconds_count{{verb=\"{verb}\"}} {}", h.count);
+                let _ = writeln!(
+                    out,
+                    "shturman_apiserver_request_duration_seconds_sum{{verb=\"{verb}\"}} {}",
+                    h.sum
+                );
+                let _ = writeln!(
+                    out,
+                    "shturman_apiserver_request_duration_seconds_count{{verb=\"{verb}\"}} {}",
+                    h.count
+                );
             }
         }
         let _ = writeln!(out, "# HELP shturman_apiserver_watchers Watches currently open.");
         let _ = writeln!(out, "# TYPE shturman_apiserver_watchers gauge");
-        let _ = writeln!(out, "shturman_apiserver_watchers {}", self.watchers.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "shturman_apiserver_watchers {}",
+            self.watchers.load(Ordering::Relaxed)
+        );
         for (name, help, value) in extra {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
         }
@@ -102,8 +115,16 @@ mod tests {
         m.observe("create", "pods", 201, Duration::from_millis(3));
         m.observe("create", "pods", 201, Duration::from_millis(30));
         let text = m.render(&[("shturman_store_revision", "Latest revision.", 7.0)]);
-        assert!(text.contains("shturman_apiserver_requests_total{verb=\"create\",resource=\"pods\",code=\"201\"} 2"));
-        assert!(text.contains("shturman_apiserver_request_duration_seconds_bucket{verb=\"create\",le=\"0.005\"} 1"));
+        assert!(
+            text.contains(
+                "shturman_apiserver_requests_total{verb=\"create\",resource=\"pods\",code=\"201\"} 2"
+            )
+        );
+        assert!(
+            text.contains(
+                "shturman_apiserver_request_duration_seconds_bucket{verb=\"create\",le=\"0.005\"} 1"
+            )
+        );
         assert!(text.contains("shturman_apiserver_request_duration_seconds_count{verb=\"create\"} 2"));
         assert!(text.contains("shturman_store_revision 7"));
     }

@@ -98,10 +98,12 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         path: data_dir.clone(),
         source,
     })?;
-    let listener = TcpListener::bind(config.api_addr).await.map_err(|source| Error::Bind {
-        addr: config.api_addr,
-        source,
-    })?;
+    let listener = TcpListener::bind(config.api_addr)
+        .await
+        .map_err(|source| Error::Bind {
+            addr: config.api_addr,
+            source,
+        })?;
     let addr = listener.local_addr().map_err(Error::Serve)?;
     let url = format!("http://{addr}");
     let admin_conf = auth::write_admin_conf(&data_dir, &url, &token).map_err(|source| Error::DataDir {
@@ -124,15 +126,19 @@ pub async fn start(config: Config) -> Result<Running, Error> {
 impl Running {
     /// Serves until `shutdown` resolves; open watches are ended, in-flight
     /// requests finish, then the store is closed.
-    pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
         let state = self.state.clone();
         let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
             shutdown.await;
             state.stop();
         });
-        let result = serve.await.map_err(Error::Serve);
-        drop(self.state);
-        result
+        let served = serve.await.map_err(Error::Serve);
+        // Every acknowledged write is on disk before the process goes.
+        let closed = self.state.store.close().await.map_err(Error::Store);
+        served.and(closed)
     }
 }
 
@@ -140,7 +146,11 @@ impl Running {
 pub fn router(state: Arc<State>) -> Router {
     let api = {
         let s = state.clone();
-        move |method: Method, Path(rest): Path<String>, q: Query<HashMap<String, String>>, headers: HeaderMap, req: Request| {
+        move |method: Method,
+              Path(rest): Path<String>,
+              q: Query<HashMap<String, String>>,
+              headers: HeaderMap,
+              req: Request| {
             let s = s.clone();
             async move { resource(s, "", method, &rest, q.0, headers, req).await }
         }
@@ -197,9 +207,15 @@ pub fn router(state: Arc<State>) -> Router {
         )
         .route("/api", get(|| async { axum::Json(discovery::api_versions()) }))
         .route("/apis", get(|| async { axum::Json(discovery::api_groups()) }))
-        .route("/apis/apps", get(|| async { axum::Json(discovery::apps_group()) }))
+        .route(
+            "/apis/apps",
+            get(|| async { axum::Json(discovery::apps_group()) }),
+        )
         .route("/api/v1", get(|| async { axum::Json(discovery::resources("")) }))
-        .route("/apis/apps/v1", get(|| async { axum::Json(discovery::resources("apps")) }))
+        .route(
+            "/apis/apps/v1",
+            get(|| async { axum::Json(discovery::resources("apps")) }),
+        )
         .route("/api/v1/{*rest}", axum::routing::any(api))
         .route("/apis/{group}/{version}/{*rest}", axum::routing::any(apis))
         .fallback(|req: Request| async move { ApiError::no_route(req.uri().path()).into_response() })
@@ -238,7 +254,10 @@ async fn authenticate(
     if matches!(path, "/healthz" | "/livez" | "/readyz") {
         return next.run(req).await;
     }
-    let header = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
     if !auth::bearer_matches(header, &state.token) {
         return ApiError::unauthorized().into_response();
     }
@@ -263,7 +282,8 @@ async fn resource(
     let target = match route::parse(group, rest) {
         Ok(t) => t,
         Err(RouteError::UnknownResource(r)) => {
-            return ApiError::no_route(&format!("the server doesn't have a resource type \"{r}\"")).into_response();
+            return ApiError::no_route(&format!("the server doesn't have a resource type \"{r}\""))
+                .into_response();
         }
         Err(RouteError::BadPath) => return ApiError::no_route(req.uri().path()).into_response(),
     };
@@ -291,7 +311,8 @@ async fn execute(
     headers: &HeaderMap,
     body: bytes::Bytes,
 ) -> (&'static str, Result<Response, ApiError>) {
-    let json = |v: Result<Value, ApiError>, code: StatusCode| v.map(|v| (code, axum::Json(v)).into_response());
+    let json =
+        |v: Result<Value, ApiError>, code: StatusCode| v.map(|v| (code, axum::Json(v)).into_response());
     match (target, method.clone()) {
         (Target::Collection { kind, namespace }, Method::GET) => {
             let selection = match Selection::from_query(q) {
@@ -304,7 +325,12 @@ async fn execute(
                     Some(s) => match s.parse() {
                         Ok(n) => Some(n),
                         Err(_) => {
-                            return ("watch", Err(ApiError::bad_request(format!("resourceVersion \"{s}\" is not a number"))));
+                            return (
+                                "watch",
+                                Err(ApiError::bad_request(format!(
+                                    "resourceVersion \"{s}\" is not a number"
+                                ))),
+                            );
                         }
                     },
                 };
@@ -325,7 +351,10 @@ async fn execute(
             (
                 "list",
                 json(
-                    state.list(kind, namespace.as_deref(), &selection).await.map(|(v, _)| v),
+                    state
+                        .list(kind, namespace.as_deref(), &selection)
+                        .await
+                        .map(|(v, _)| v),
                     StatusCode::OK,
                 ),
             )
@@ -341,11 +370,20 @@ async fn execute(
                     ))),
                 );
             }
-            ("create", json(state.create(kind, namespace.as_deref(), &body).await, StatusCode::CREATED))
+            (
+                "create",
+                json(
+                    state.create(kind, namespace.as_deref(), &body).await,
+                    StatusCode::CREATED,
+                ),
+            )
         }
         (
             Target::Object {
-                kind, namespace, name, ..
+                kind,
+                namespace,
+                name,
+                ..
             },
             Method::GET,
         ) if flag(q, "watch") => {
@@ -361,16 +399,25 @@ async fn execute(
                 },
                 from: q.get("resourceVersion").and_then(|s| s.parse().ok()),
                 bookmarks: flag(q, "allowWatchBookmarks"),
-                timeout: q.get("timeoutSeconds").and_then(|s| s.parse().ok()).map(Duration::from_secs),
+                timeout: q
+                    .get("timeoutSeconds")
+                    .and_then(|s| s.parse().ok())
+                    .map(Duration::from_secs),
             };
             ("watch", watch::serve(state.clone(), req).await)
         }
         (
             Target::Object {
-                kind, namespace, name, ..
+                kind,
+                namespace,
+                name,
+                ..
             },
             Method::GET,
-        ) => ("get", json(state.get(kind, namespace.as_deref(), &name).await, StatusCode::OK)),
+        ) => (
+            "get",
+            json(state.get(kind, namespace.as_deref(), &name).await, StatusCode::OK),
+        ),
         (
             Target::Object {
                 kind,
@@ -382,7 +429,9 @@ async fn execute(
         ) => (
             "update",
             json(
-                state.update(kind, namespace.as_deref(), &name, status, &body).await,
+                state
+                    .update(kind, namespace.as_deref(), &name, status, &body)
+                    .await,
                 StatusCode::OK,
             ),
         ),
@@ -402,7 +451,9 @@ async fn execute(
             (
                 "patch",
                 json(
-                    state.patch(kind, namespace.as_deref(), &name, status, &body).await,
+                    state
+                        .patch(kind, namespace.as_deref(), &name, status, &body)
+                        .await,
                     StatusCode::OK,
                 ),
             )
@@ -417,11 +468,16 @@ async fn execute(
             Method::DELETE,
         ) => (
             "delete",
-            json(state.delete(kind, namespace.as_deref(), &name, &body).await, StatusCode::OK),
+            json(
+                state.delete(kind, namespace.as_deref(), &name, &body).await,
+                StatusCode::OK,
+            ),
         ),
         (_, m) => (
             "other",
-            Err(ApiError::method_not_allowed(format!("{m} is not supported on this path"))),
+            Err(ApiError::method_not_allowed(format!(
+                "{m} is not supported on this path"
+            ))),
         ),
     }
 }

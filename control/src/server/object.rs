@@ -32,12 +32,16 @@ fn meta_mut(obj: &mut Value) -> Result<&mut Map<String, Value>, ApiError> {
 
 /// `metadata.name`, or "".
 pub fn name_of(obj: &Value) -> &str {
-    obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("")
+    obj.pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
 }
 
 /// `metadata.namespace`, or "".
 pub fn namespace_of(obj: &Value) -> &str {
-    obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("")
+    obj.pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("")
 }
 
 /// `metadata.resourceVersion` parsed, if present and non-empty.
@@ -55,7 +59,11 @@ pub fn resource_version_of(obj: &Value) -> Result<Option<u64>, ApiError> {
 /// Checks the object's namespace against the URL's and fills it in.
 pub fn settle_namespace(kind: Kind, obj: &mut Value, url_ns: Option<&str>) -> Result<(), ApiError> {
     let meta = meta_mut(obj)?;
-    let body_ns = meta.get("namespace").and_then(Value::as_str).unwrap_or("").to_string();
+    let body_ns = meta
+        .get("namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     if !kind.namespaced() {
         if !body_ns.is_empty() {
             return Err(ApiError::bad_request(format!(
@@ -156,7 +164,13 @@ pub fn prepare_update(kind: Kind, old: &Value, mut new: Value, status_only: bool
     {
         let old_meta = old.get("metadata").and_then(Value::as_object);
         let meta = meta_mut(&mut new)?;
-        for field in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
+        for field in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+        ] {
             match old_meta.and_then(|m| m.get(field)) {
                 Some(v) => meta.insert(field.into(), v.clone()),
                 None => meta.remove(field),
@@ -165,7 +179,10 @@ pub fn prepare_update(kind: Kind, old: &Value, mut new: Value, status_only: bool
         meta.remove("resourceVersion");
     }
     if has_generation(kind) && old.get("spec") != new.get("spec") {
-        let gen_now = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+        let gen_now = old
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
         meta_mut(&mut new)?.insert("generation".into(), Value::from(gen_now + 1));
     }
     if kind.has_status()
@@ -271,7 +288,8 @@ mod tests {
     #[test]
     fn status_update_touches_only_status() {
         let old = json!({"metadata": {"name": "web", "generation": 3}, "spec": {"replicas": 1}});
-        let new = json!({"metadata": {"name": "web"}, "spec": {"replicas": 5}, "status": {"readyReplicas": 1}});
+        let new =
+            json!({"metadata": {"name": "web"}, "spec": {"replicas": 5}, "status": {"readyReplicas": 1}});
         let out = prepare_update(Kind::Deployment, &old, new, true).unwrap();
         assert_eq!(out["spec"]["replicas"], 1);
         assert_eq!(out["status"]["readyReplicas"], 1);
@@ -282,8 +300,14 @@ mod tests {
     fn immutable_configmaps_refuse_changes() {
         let old = json!({"metadata": {"name": "c"}, "data": {"a": "1"}, "immutable": true});
         let new = json!({"metadata": {"name": "c"}, "data": {"a": "2"}, "immutable": true});
-        assert_eq!(prepare_update(Kind::ConfigMap, &old, new, false).unwrap_err().code(), 403);
-        let labels_only = json!({"metadata": {"name": "c", "labels": {"x": "y"}}, "data": {"a": "1"}, "immutable": true});
+        assert_eq!(
+            prepare_update(Kind::ConfigMap, &old, new, false)
+                .unwrap_err()
+                .code(),
+            403
+        );
+        let labels_only =
+            json!({"metadata": {"name": "c", "labels": {"x": "y"}}, "data": {"a": "1"}, "immutable": true});
         assert!(prepare_update(Kind::ConfigMap, &old, labels_only, false).is_ok());
     }
 

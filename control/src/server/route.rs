@@ -37,7 +37,11 @@ pub enum RouteError {
 
 /// Parses the segments after `/api/v1` (`group == ""`) or `/apis/{group}/v1`.
 pub fn parse(group: &str, rest: &str) -> Result<Target, RouteError> {
-    let segs: Vec<&str> = rest.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let segs: Vec<&str> = rest
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     let kind_of = |plural: &str| -> Result<Kind, RouteError> {
         Kind::from_plural(plural)
             .filter(|k| k.group() == group)
@@ -64,7 +68,9 @@ pub fn parse(group: &str, rest: &str) -> Result<Target, RouteError> {
             namespace: None,
         }),
         // /namespaces/{ns}/{plural}… when {plural} is a namespaced resource.
-        ["namespaces", ns, plural, tail @ ..] if Kind::from_plural(plural).is_some_and(|k| k.namespaced()) => {
+        ["namespaces", ns, plural, tail @ ..]
+            if Kind::from_plural(plural).is_some_and(|k| k.namespaced()) =>
+        {
             let kind = kind_of(plural)?;
             let ns = Some((*ns).to_string());
             match tail {
@@ -130,13 +136,22 @@ mod tests {
             })
         );
         assert_eq!(parse("", "nodes/n1"), Ok(obj(Kind::Node, None, "n1", false)));
-        assert_eq!(parse("", "nodes/n1/status"), Ok(obj(Kind::Node, None, "n1", true)));
+        assert_eq!(
+            parse("", "nodes/n1/status"),
+            Ok(obj(Kind::Node, None, "n1", true))
+        );
     }
 
     #[test]
     fn namespaces_are_objects_too() {
-        assert_eq!(parse("", "namespaces/default"), Ok(obj(Kind::Namespace, None, "default", false)));
-        assert_eq!(parse("", "namespaces/dev/status"), Ok(obj(Kind::Namespace, None, "dev", true)));
+        assert_eq!(
+            parse("", "namespaces/default"),
+            Ok(obj(Kind::Namespace, None, "default", false))
+        );
+        assert_eq!(
+            parse("", "namespaces/dev/status"),
+            Ok(obj(Kind::Namespace, None, "dev", true))
+        );
         assert_eq!(
             parse("", "namespaces"),
             Ok(Target::Collection {
@@ -156,7 +171,10 @@ mod tests {
             parse("", "namespaces/x/deployments"),
             Err(RouteError::UnknownResource("deployments".into()))
         );
-        assert_eq!(parse("apps", "pods"), Err(RouteError::UnknownResource("pods".into())));
+        assert_eq!(
+            parse("apps", "pods"),
+            Err(RouteError::UnknownResource("pods".into()))
+        );
     }
 
     #[test]
@@ -168,7 +186,10 @@ mod tests {
             parse("", "namespaces/d/configmaps/x/status"),
             Err(RouteError::UnknownResource("configmaps/status".into()))
         );
-        assert_eq!(parse("", "widgets"), Err(RouteError::UnknownResource("widgets".into())));
+        assert_eq!(
+            parse("", "widgets"),
+            Err(RouteError::UnknownResource("widgets".into()))
+        );
         assert_eq!(parse("", ""), Err(RouteError::BadPath));
     }
 }

@@ -135,7 +135,9 @@ pub async fn serve(state: Arc<State>, req: WatchRequest) -> Result<Response, Api
             }
         }
     });
-    Ok(ndjson(Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    Ok(ndjson(Body::from_stream(
+        tokio_stream::wrappers::ReceiverStream::new(rx),
+    )))
 }
 
 fn ndjson(body: Body) -> Response {

@@ -14,13 +14,25 @@
 //!   [`StoreError::Conflict`];
 //! - a watch from revision N yields every later change under its prefix, in
 //!   revision order, with no gaps and no duplicates, or [`StoreError::Compacted`]
-//!   when N is older than the history the backend keeps (the client relists).
+//!   when N is older than the history the backend keeps (the client relists);
+//!   a watcher too slow to keep up gets a final `Compacted` and its stream ends
+//!   (it never slows writers down); after a restart the history is empty, so
+//!   only a watch from the current revision (or later) is served.
+//!
+//! Layout: [`memory`] and [`sled_store`] are the backends (the sled on-disk
+//! format is in `sled_format`); `history` is the watch ring both share.
 
 use std::fmt;
 
 pub mod conformance;
+mod history;
 pub mod memory;
+mod sled_format;
 pub mod sled_store;
+
+pub use history::StoreOptions;
+pub use memory::MemoryStore;
+pub use sled_store::SledStore;
 
 /// A global revision. 0 means "nothing yet".
 pub type Revision = u64;
@@ -142,7 +154,8 @@ pub trait Store: Send + Sync + 'static {
     /// Reads one object.
     async fn get(&self, key: &Key) -> Result<Option<Versioned>, StoreError>;
 
-    /// Lists every object under `prefix`, consistent at one revision.
+    /// Lists every object under `prefix`, consistent at one revision, in
+    /// key order (resource, namespace, name).
     async fn list(&self, prefix: &Prefix) -> Result<Listing, StoreError>;
 
     /// Creates `key`; fails with `AlreadyExists` if it is there.
@@ -170,4 +183,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// The latest durable revision.
     async fn revision(&self) -> Result<Revision, StoreError>;
+
+    /// Shuts the store down: waits until every acknowledged write is durable,
+    /// ends every watch with `Err(Closed)`, releases files and threads. Later
+    /// operations fail with `Closed`; closing again does nothing. Dropping
+    /// the store closes it too; this is the way to do it without blocking.
+    async fn close(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
