@@ -1,0 +1,214 @@
+//! The command-line surface: every verb and flag `shturman` accepts, as clap
+//! derive structs. Parsing only; the verbs live in their own modules.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Shturman: a Kubernetes-style orchestrator for edge fleets.
+#[derive(Debug, Parser)]
+#[command(name = "shturman", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How client verbs find and authenticate to the API server.
+#[derive(Debug, Args)]
+pub struct ConnArgs {
+    /// API server URL, e.g. http://127.0.0.1:7443 (overrides the config file).
+    #[arg(long, global = true, env = "SHTURMAN_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+    /// Bearer token sent with every request (overrides the config file).
+    #[arg(long, global = true, env = "SHTURMAN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Client config file (a kubeconfig); defaults to $SHTURMAN_CONFIG,
+    /// ~/.shturman/config, then ./shturman-data/admin.conf.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Namespace to work in (default: the config's context namespace, else `default`).
+    #[arg(short = 'n', long, global = true, value_name = "NS")]
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the control plane: API server and store.
+    Control(ControlArgs),
+    /// Create or update objects from manifests.
+    Apply(ApplyArgs),
+    /// List objects, or show some by name.
+    Get(GetArgs),
+    /// Show details of objects, with their events.
+    Describe(DescribeArgs),
+    /// Delete objects by kind and name, or those in manifests.
+    Delete(DeleteArgs),
+    /// Print the client and server versions.
+    Version,
+}
+
+/// Which store `shturman control` keeps objects in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StoreArg {
+    /// sled, in <data-dir>/store.
+    Sled,
+    /// In memory; everything is lost on exit.
+    Memory,
+}
+
+#[derive(Debug, Args)]
+pub struct ControlArgs {
+    /// Where the store, the admin token and admin.conf live.
+    #[arg(long, default_value = "./shturman-data", value_name = "D")]
+    pub data_dir: PathBuf,
+    /// Address the API listens on.
+    #[arg(long, default_value = "127.0.0.1:7443", value_name = "A")]
+    pub api_addr: SocketAddr,
+    /// Store backend.
+    #[arg(long, value_enum, default_value_t = StoreArg::Sled)]
+    pub store: StoreArg,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// Manifest file, directory (its *.yaml, *.yml, *.json files) or `-` for stdin.
+    #[arg(short = 'f', long = "filename", required = true, value_name = "FILE|DIR|-")]
+    pub files: Vec<String>,
+}
+
+/// `-o` formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Wide,
+    Yaml,
+    Json,
+    Name,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// KIND [NAME…], or KIND/NAME…; KIND may be a comma-separated list.
+    #[arg(required = true, value_name = "KIND[/NAME]")]
+    pub targets: Vec<String>,
+    /// List across all namespaces.
+    #[arg(short = 'A', long = "all-namespaces")]
+    pub all_namespaces: bool,
+    /// Label selector, e.g. `app=web,tier!=db`.
+    #[arg(short = 'l', long = "selector", value_name = "SEL")]
+    pub selector: Option<String>,
+    /// Field selector, e.g. `spec.nodeName=pi-1`.
+    #[arg(long, value_name = "S")]
+    pub field_selector: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum)]
+    pub output: Option<OutputFormat>,
+    /// After listing, watch for changes.
+    #[arg(short = 'w', long)]
+    pub watch: bool,
+    /// Add a LABELS column.
+    #[arg(long)]
+    pub show_labels: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DescribeArgs {
+    /// KIND [NAME…], or KIND/NAME…; without a name, every object of the kind.
+    #[arg(required = true, value_name = "KIND[/NAME]")]
+    pub targets: Vec<String>,
+    /// Label selector when describing every object of a kind.
+    #[arg(short = 'l', long = "selector", value_name = "SEL")]
+    pub selector: Option<String>,
+}
+
+/// `--cascade` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cascade {
+    Background,
+    Foreground,
+    Orphan,
+}
+
+impl Cascade {
+    /// The `propagationPolicy` sent in `DeleteOptions`.
+    pub fn policy(self) -> &'static str {
+        match self {
+            Cascade::Background => "Background",
+            Cascade::Foreground => "Foreground",
+            Cascade::Orphan => "Orphan",
+        }
+    }
+}
+
+/// Parses `--cascade`, accepting kubectl's legacy `true`/`false` too.
+pub fn parse_cascade(s: &str) -> Result<Cascade, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "background" | "true" => Ok(Cascade::Background),
+        "foreground" => Ok(Cascade::Foreground),
+        "orphan" | "false" => Ok(Cascade::Orphan),
+        _ => Err(format!(
+            "invalid cascade value {s:?}: use background, foreground or orphan"
+        )),
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// KIND NAME…, or KIND/NAME….
+    #[arg(value_name = "KIND[/NAME]")]
+    pub targets: Vec<String>,
+    /// Delete the objects in these manifests (file, directory or `-`).
+    #[arg(short = 'f', long = "filename", value_name = "FILE|DIR|-")]
+    pub files: Vec<String>,
+    /// What happens to dependents: background, foreground or orphan.
+    #[arg(long, default_value = "background", value_parser = parse_cascade)]
+    pub cascade: Cascade,
+    /// Treat "not found" as success.
+    #[arg(long)]
+    pub ignore_not_found: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_kubectl_style_lines() {
+        let cli = Cli::try_parse_from([
+            "shturman", "get", "pods", "-n", "edge", "-l", "app=web", "-o", "wide",
+        ])
+        .expect("parses");
+        assert_eq!(cli.conn.namespace.as_deref(), Some("edge"));
+        match cli.command {
+            Command::Get(g) => {
+                assert_eq!(g.targets, vec!["pods"]);
+                assert_eq!(g.selector.as_deref(), Some("app=web"));
+                assert_eq!(g.output, Some(OutputFormat::Wide));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let cli =
+            Cli::try_parse_from(["shturman", "delete", "deploy", "web", "--cascade=orphan"]).expect("parses");
+        match cli.command {
+            Command::Delete(d) => assert_eq!(d.cascade, Cascade::Orphan),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(Cli::try_parse_from(["shturman", "apply"]).is_err());
+    }
+
+    #[test]
+    fn cascade_accepts_legacy_booleans() {
+        assert_eq!(parse_cascade("true"), Ok(Cascade::Background));
+        assert_eq!(parse_cascade("false"), Ok(Cascade::Orphan));
+        assert_eq!(parse_cascade("Foreground"), Ok(Cascade::Foreground));
+        assert!(parse_cascade("later").is_err());
+    }
+}

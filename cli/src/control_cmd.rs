@@ -1,0 +1,98 @@
+//! `shturman control`: start the control plane, say where it serves and where
+//! the admin config is, and run until Ctrl-C or SIGTERM.
+
+use std::path::Path;
+
+use anyhow::{Result, anyhow};
+use shturman_control::{Config, Control, StoreChoice};
+
+use crate::args::{ControlArgs, StoreArg};
+
+/// The control-plane configuration for these flags.
+pub fn config(args: &ControlArgs) -> Config {
+    Config {
+        data_dir: args.data_dir.clone(),
+        api_addr: args.api_addr,
+        store: match args.store {
+            StoreArg::Sled => StoreChoice::Sled,
+            StoreArg::Memory => StoreChoice::Memory,
+        },
+    }
+}
+
+/// The lines printed on start.
+pub fn banner(url: &str, admin_conf: &Path, absolute: &Path, store: StoreArg) -> String {
+    let store = match store {
+        StoreArg::Sled => "sled",
+        StoreArg::Memory => "memory (lost on exit)",
+    };
+    format!(
+        "shturman control v{}: API serving at {url} (store: {store})\n\
+         admin config written to {}; use it with: export SHTURMAN_CONFIG={}\n",
+        env!("CARGO_PKG_VERSION"),
+        admin_conf.display(),
+        absolute.display()
+    )
+}
+
+/// Resolves when the process is asked to stop.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down");
+}
+
+pub async fn run(args: &ControlArgs) -> Result<()> {
+    // The control plane's errors already name their cause; one line, no chain.
+    let control = Control::start(config(args))
+        .await
+        .map_err(|e| anyhow!("the control plane could not start: {e}"))?;
+    let absolute = std::path::absolute(&control.admin_conf).unwrap_or(control.admin_conf.clone());
+    print!(
+        "{}",
+        banner(&control.url, &control.admin_conf, &absolute, args.store)
+    );
+    tracing::info!(url = %control.url, "control plane started");
+    control
+        .run_until(shutdown_signal())
+        .await
+        .map_err(|e| anyhow!("the control plane stopped with an error: {e}"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn banner_says_where() {
+        let b = banner(
+            "http://127.0.0.1:7443",
+            Path::new("./shturman-data/admin.conf"),
+            Path::new("/srv/shturman-data/admin.conf"),
+            StoreArg::Sled,
+        );
+        assert!(b.contains("API serving at http://127.0.0.1:7443"), "{b}");
+        assert!(b.contains(
+            "admin config written to ./shturman-data/admin.conf; use it with: export SHTURMAN_CONFIG=/srv/shturman-data/admin.conf"
+        ), "{b}");
+    }
+}
