@@ -27,14 +27,21 @@ struct Figures {
 
 /// `objects` creates spread over `concurrency` clients against `control`.
 async fn creates(control: &Control, objects: usize, concurrency: usize, tag: &str) -> Result<Figures> {
-    let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()?;
     let url = Arc::new(format!("{}/api/v1/namespaces/default/configmaps", control.url));
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
-        let (client, url, next, token, tag) =
-            (client.clone(), url.clone(), next.clone(), control.token.clone(), tag.to_string());
+        let (client, url, next, token, tag) = (
+            client.clone(),
+            url.clone(),
+            next.clone(),
+            control.token.clone(),
+            tag.to_string(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut hist = Histogram::<u64>::new(3)?;
             loop {
@@ -46,9 +53,18 @@ async fn creates(control: &Control, objects: usize, concurrency: usize, tag: &st
                     "metadata": {"name": format!("{tag}-{i}"), "labels": {"bench": "api-create"}},
                     "data": {"key": "a small value, like most config"}});
                 let t = Instant::now();
-                let resp = client.post(url.as_str()).bearer_auth(&token).json(&body).send().await?;
+                let resp = client
+                    .post(url.as_str())
+                    .bearer_auth(&token)
+                    .json(&body)
+                    .send()
+                    .await?;
                 if resp.status().as_u16() != 201 {
-                    bail!("create answered {}: {}", resp.status(), resp.text().await.unwrap_or_default());
+                    bail!(
+                        "create answered {}: {}",
+                        resp.status(),
+                        resp.text().await.unwrap_or_default()
+                    );
                 }
                 hist.record(u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX))?;
             }
@@ -112,11 +128,24 @@ pub async fn run(report: &mut Report, objects: usize, concurrency: &[usize]) -> 
         // Warm the connection pool and the server.
         creates(&durable, c.max(8), c, "warm").await?;
         let d = creates(&durable, objects, c, "obj").await?;
+        let durable_rss = durable.rss_mib();
         drop(durable);
         let memory = Control::start("memory").await?;
         creates(&memory, c.max(8), c, "warm").await?;
         let m = creates(&memory, objects, c, "obj").await?;
+        let memory_rss = memory.rss_mib();
         drop(memory);
+        if let Some(rss) = durable_rss {
+            report.push(Row {
+                scenario: format!("API create, sled durable, {c} clients"),
+                metric: "control plane RSS MiB".into(),
+                shturman: rss,
+                anchor_name: "same API, memory store".into(),
+                anchor: memory_rss,
+                goal: "informational".into(),
+                higher_is_better: false,
+            });
+        }
         report.push(Row {
             scenario: format!("API create, sled durable, {c} clients"),
             metric: "creates/s".into(),

@@ -46,7 +46,15 @@ impl Report {
 
     /// Prints the table to stdout.
     pub fn print(&self) {
-        let header = ["scenario", "metric", "shturman", "anchor", "anchor value", "ratio", "goal"];
+        let header = [
+            "scenario",
+            "metric",
+            "shturman",
+            "anchor",
+            "anchor value",
+            "ratio",
+            "goal",
+        ];
         let rows: Vec<[String; 7]> = self
             .rows
             .iter()

@@ -12,7 +12,10 @@ fn bin(name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let p = exe.parent().context("exe dir")?.join(name);
     if !p.exists() {
-        bail!("{} is missing; build with `cargo build --release --workspace --bins`", p.display());
+        bail!(
+            "{} is missing; build with `cargo build --release --workspace --bins`",
+            p.display()
+        );
     }
     Ok(p)
 }
@@ -22,7 +25,7 @@ pub struct Control {
     child: Child,
     pub url: String,
     pub token: String,
-    pub pid: u32,
+    pid: u32,
     _dir: tempfile::TempDir,
 }
 

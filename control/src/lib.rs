@@ -3,10 +3,14 @@
 //! - [`store`]: the `Store` trait, its backends (sled by default, memory for
 //!   tests) and the conformance suite every backend passes.
 //! - [`server`]: the Kubernetes-shaped REST API (axum).
+//! - [`client`]: a typed in-process client of that API, for controllers.
+//! - [`runtime`]: informers, work queues and the controller loop.
 //!
 //! Start one with [`Control::start`]; the `shturman control` command is a thin
 //! shell around it.
 
+pub mod client;
+pub mod runtime;
 pub mod server;
 pub mod store;
 

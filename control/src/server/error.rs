@@ -6,11 +6,13 @@ use axum::response::{IntoResponse, Response};
 use shturman_api::Kind;
 use shturman_api::manifest::ManifestErrors;
 use shturman_api::status::{Status, StatusCause, StatusDetails};
+use shturman_api::validate::FieldError;
 
 use crate::store::StoreError;
 
 /// A failed API request, ready to become a `Status`.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.message)]
 pub struct ApiError(pub Box<Status>);
 
 impl ApiError {
@@ -141,6 +143,38 @@ impl ApiError {
             d.causes = causes;
         }
         err
+    }
+
+    /// `Invalid` (422) from validation rules (no source positions).
+    pub fn invalid_fields(kind: Kind, name: &str, errors: &[FieldError]) -> Self {
+        let summary = errors
+            .iter()
+            .map(|e| format!("{}: {}", e.path, e.message))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let shown = if name.is_empty() { "<unnamed>" } else { name };
+        let mut err = Self::new(
+            422,
+            "Invalid",
+            format!("{} \"{shown}\" is invalid: {summary}", kind.name()),
+        )
+        .details(kind, name);
+        if let Some(d) = err.0.details.as_mut() {
+            d.causes = errors.iter().map(StatusCause::from).collect();
+        }
+        err
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        self.0.code == 404
+    }
+
+    pub fn is_conflict(&self) -> bool {
+        self.0.code == 409 && self.0.reason == "Conflict"
+    }
+
+    pub fn is_already_exists(&self) -> bool {
+        self.0.code == 409 && self.0.reason == "AlreadyExists"
     }
 
     fn details(mut self, kind: Kind, name: &str) -> Self {

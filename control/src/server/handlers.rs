@@ -115,19 +115,47 @@ pub fn decode_body(kind: Kind, body: &Bytes) -> Result<Value, ApiError> {
         .map_err(|e| ApiError::invalid(kind, "", &e))
 }
 
-/// Re-checks an object built on the server (a patched one) through the same
-/// strict decoder users' manifests go through.
-fn revalidate(kind: Kind, obj: &Value) -> Result<Value, ApiError> {
-    let text = serde_json::to_string_pretty(obj).map_err(|e| ApiError::internal(e.to_string()))?;
-    let docs = manifest::parse_documents("patched object", &text, &Limits::default())
-        .map_err(|e| ApiError::invalid(kind, object::name_of(obj), &e))?;
-    let [doc] = docs.as_slice() else {
-        return Err(ApiError::internal(
-            "a patched object did not encode to one document",
+/// Re-checks an object built on the server (a patched one, or one from an
+/// in-process client) with the same types, defaults and rules as manifests.
+pub fn revalidate(kind: Kind, obj: Value) -> Result<Value, ApiError> {
+    let name = object::name_of(&obj).to_string();
+    kind.normalize(obj)
+        .map_err(|errs| ApiError::invalid_fields(kind, &name, &errs))
+}
+
+/// The finalizer the garbage collector honours for `Foreground` deletes.
+pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
+/// The finalizer the garbage collector honours for `Orphan` deletes.
+pub const ORPHAN_FINALIZER: &str = "orphan";
+
+fn check_preconditions(
+    kind: Kind,
+    name: &str,
+    options: &Value,
+    obj: &Value,
+    revision: Revision,
+) -> Result<(), ApiError> {
+    if let Some(rv) = options
+        .pointer("/preconditions/resourceVersion")
+        .and_then(Value::as_str)
+        && rv != revision.to_string()
+    {
+        return Err(ApiError::conflict(
+            kind,
+            name,
+            &format!("Precondition failed: ResourceVersion: Expected {rv}, Actual {revision}"),
         ));
-    };
-    kind.decode("patched object", doc)
-        .map_err(|e| ApiError::invalid(kind, object::name_of(obj), &e))
+    }
+    if let Some(uid) = options.pointer("/preconditions/uid").and_then(Value::as_str)
+        && Some(uid) != obj.pointer("/metadata/uid").and_then(Value::as_str)
+    {
+        return Err(ApiError::conflict(
+            kind,
+            name,
+            &format!("Precondition failed: UID {uid}"),
+        ));
+    }
+    Ok(())
 }
 
 fn random_suffix() -> String {
@@ -251,7 +279,20 @@ impl State {
         status_only: bool,
         body: &Bytes,
     ) -> Result<Value, ApiError> {
-        let mut new = decode_body(kind, body)?;
+        let new = decode_body(kind, body)?;
+        self.update_value(kind, ns, name, status_only, new).await
+    }
+
+    /// Replaces an object (or its status) with an already validated value.
+    /// With `metadata.resourceVersion` set, only that version is replaced.
+    pub async fn update_value(
+        &self,
+        kind: Kind,
+        ns: Option<&str>,
+        name: &str,
+        status_only: bool,
+        mut new: Value,
+    ) -> Result<Value, ApiError> {
         object::settle_namespace(kind, &mut new, ns)?;
         let body_name = object::name_of(&new);
         if body_name != name {
@@ -283,6 +324,16 @@ impl State {
             }
             let old = materialize(&current)?;
             let mut merged = object::prepare_update(kind, &old, new.clone(), status_only)?;
+            if object::deletion_finished(&merged) {
+                match self.store.delete(&k, Some(current.revision)).await {
+                    Ok((rev, _)) => {
+                        object::set_resource_version(&mut merged, rev);
+                        return Ok(merged);
+                    }
+                    Err(StoreError::Conflict { .. }) if wanted.is_none() => continue,
+                    Err(e) => return Err(ApiError::from_store(e, kind, name)),
+                }
+            }
             match self
                 .store
                 .update(&k, encode(&merged)?, Some(current.revision))
@@ -310,10 +361,22 @@ impl State {
     ) -> Result<Value, ApiError> {
         let patch: Value = serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?;
+        self.patch_value(kind, ns, name, status_only, &patch).await
+    }
+
+    /// Applies a JSON merge patch to an object (or its status).
+    pub async fn patch_value(
+        &self,
+        kind: Kind,
+        ns: Option<&str>,
+        name: &str,
+        status_only: bool,
+        patch: &Value,
+    ) -> Result<Value, ApiError> {
         if !patch.is_object() {
             return Err(ApiError::bad_request("a merge patch must be a JSON object"));
         }
-        let wanted = object::resource_version_of(&patch)?;
+        let wanted = object::resource_version_of(patch)?;
         let k = key(kind, ns, name);
         loop {
             let current = self
@@ -333,15 +396,25 @@ impl State {
             }
             let old = materialize(&current)?;
             let mut patched = old.clone();
-            object::merge_patch(&mut patched, &patch);
+            object::merge_patch(&mut patched, patch);
             object::strip_resource_version(&mut patched);
             if object::name_of(&patched) != name || object::namespace_of(&patched) != ns.unwrap_or("") {
                 return Err(ApiError::bad_request(
                     "a patch may not change metadata.name or metadata.namespace",
                 ));
             }
-            let checked = revalidate(kind, &patched)?;
+            let checked = revalidate(kind, patched)?;
             let mut merged = object::prepare_update(kind, &old, checked, status_only)?;
+            if object::deletion_finished(&merged) {
+                match self.store.delete(&k, Some(current.revision)).await {
+                    Ok((rev, _)) => {
+                        object::set_resource_version(&mut merged, rev);
+                        return Ok(merged);
+                    }
+                    Err(StoreError::Conflict { .. }) if wanted.is_none() => continue,
+                    Err(e) => return Err(ApiError::from_store(e, kind, name)),
+                }
+            }
             match self
                 .store
                 .update(&k, encode(&merged)?, Some(current.revision))
@@ -357,7 +430,11 @@ impl State {
         }
     }
 
-    /// DELETE of one object; returns its last state.
+    /// DELETE of one object. Without finalizers it goes at once and its last
+    /// state is returned; with finalizers (its own, or the one a
+    /// `Foreground`/`Orphan` propagation policy adds for the garbage
+    /// collector) it gets a `deletionTimestamp` and goes when the last
+    /// finalizer is removed.
     pub async fn delete(
         &self,
         kind: Kind,
@@ -371,60 +448,66 @@ impl State {
             serde_json::from_slice(body)
                 .map_err(|e| ApiError::bad_request(format!("DeleteOptions are not valid JSON: {e}")))?
         };
-        if let Some(p) = options.get("propagationPolicy").and_then(Value::as_str)
-            && !matches!(p, "Background" | "Foreground" | "Orphan")
-        {
-            return Err(ApiError::bad_request(format!(
-                "propagationPolicy \"{p}\" is not one of Background, Foreground, Orphan"
-            )));
-        }
-        let k = key(kind, ns, name);
-        let current = self
-            .store
-            .get(&k)
-            .await
-            .map_err(|e| ApiError::from_store(e, kind, name))?
-            .ok_or_else(|| ApiError::not_found(kind, name))?;
-        let old = materialize(&current)?;
-        if let Some(rv) = options
-            .pointer("/preconditions/resourceVersion")
-            .and_then(Value::as_str)
-            && rv != current.revision.to_string()
-        {
-            return Err(ApiError::conflict(
-                kind,
-                name,
-                &format!(
-                    "Precondition failed: ResourceVersion: Expected {rv}, Actual {}",
-                    current.revision
-                ),
-            ));
-        }
-        if let Some(uid) = options.pointer("/preconditions/uid").and_then(Value::as_str)
-            && Some(uid) != old.pointer("/metadata/uid").and_then(Value::as_str)
-        {
-            return Err(ApiError::conflict(
-                kind,
-                name,
-                &format!("Precondition failed: UID {uid}"),
-            ));
-        }
-        if kind == Kind::Namespace {
-            if name == "default" {
-                return Err(ApiError::forbidden(
-                    kind,
-                    name,
-                    "this namespace may not be deleted",
-                ));
+        let propagation = match options.get("propagationPolicy").and_then(Value::as_str) {
+            None => None,
+            Some(p @ ("Background" | "Foreground" | "Orphan")) => Some(p),
+            Some(p) => {
+                return Err(ApiError::bad_request(format!(
+                    "propagationPolicy \"{p}\" is not one of Background, Foreground, Orphan"
+                )));
             }
-            self.empty_namespace(name).await?;
+        };
+        let finalizer = match propagation {
+            Some("Foreground") => Some(FOREGROUND_FINALIZER),
+            Some("Orphan") => Some(ORPHAN_FINALIZER),
+            _ => None,
+        };
+        let k = key(kind, ns, name);
+        loop {
+            let current = self
+                .store
+                .get(&k)
+                .await
+                .map_err(|e| ApiError::from_store(e, kind, name))?
+                .ok_or_else(|| ApiError::not_found(kind, name))?;
+            let mut obj = materialize(&current)?;
+            check_preconditions(kind, name, &options, &obj, current.revision)?;
+            if kind == Kind::Namespace {
+                if name == "default" {
+                    return Err(ApiError::forbidden(
+                        kind,
+                        name,
+                        "this namespace may not be deleted",
+                    ));
+                }
+                self.empty_namespace(name).await?;
+            }
+            let mut finalizers = object::finalizers_of(&obj);
+            if let Some(f) = finalizer
+                && !finalizers.iter().any(|x| x == f)
+            {
+                finalizers.push(f.to_string());
+            }
+            if finalizers.is_empty() {
+                let (_, last) = self
+                    .store
+                    .delete(&k, Some(current.revision))
+                    .await
+                    .map_err(|e| ApiError::from_store(e, kind, name))?;
+                return materialize(&last);
+            }
+            // Mark for deletion; the finalizers' owners finish it.
+            object::mark_deleting(&mut obj, &finalizers, &now_rfc3339());
+            object::strip_resource_version(&mut obj);
+            match self.store.update(&k, encode(&obj)?, Some(current.revision)).await {
+                Ok(rev) => {
+                    object::set_resource_version(&mut obj, rev);
+                    return Ok(obj);
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(ApiError::from_store(e, kind, name)),
+            }
         }
-        let (_, last) = self
-            .store
-            .delete(&k, Some(current.revision))
-            .await
-            .map_err(|e| ApiError::from_store(e, kind, name))?;
-        materialize(&last)
     }
 
     /// Deletes every object in namespace `ns` (before the namespace goes).

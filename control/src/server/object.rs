@@ -196,6 +196,30 @@ pub fn prepare_update(kind: Kind, old: &Value, mut new: Value, status_only: bool
     Ok(new)
 }
 
+/// `metadata.finalizers`.
+pub fn finalizers_of(obj: &Value) -> Vec<String> {
+    obj.pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
+}
+
+/// Sets `deletionTimestamp` (once) and the finalizers that hold the object.
+pub fn mark_deleting(obj: &mut Value, finalizers: &[String], now: &str) {
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.entry("deletionTimestamp")
+            .or_insert_with(|| Value::String(now.to_string()));
+        meta.entry("deletionGracePeriodSeconds").or_insert(Value::from(0));
+        meta.insert("finalizers".into(), Value::from(finalizers.to_vec()));
+    }
+}
+
+/// Whether a write leaves an object marked for deletion with no finalizer
+/// left: then the write is the delete.
+pub fn deletion_finished(obj: &Value) -> bool {
+    obj.pointer("/metadata/deletionTimestamp").is_some() && finalizers_of(obj).is_empty()
+}
+
 /// Removes `metadata.resourceVersion` (the store's revision is the truth).
 pub fn strip_resource_version(obj: &mut Value) {
     if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
