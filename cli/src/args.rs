@@ -3,8 +3,11 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+
+use crate::duration::parse_duration;
 
 /// Shturman: a Kubernetes-style orchestrator for edge fleets.
 #[derive(Debug, Parser)]
@@ -48,6 +51,17 @@ pub enum Command {
     Delete(DeleteArgs),
     /// Print the client and server versions.
     Version,
+    /// Set a new size for a deployment or replica set.
+    Scale(ScaleArgs),
+    /// Manage the rollout of a deployment.
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
+    /// Mark a node as unschedulable.
+    Cordon(NodeArgs),
+    /// Mark a node as schedulable.
+    Uncordon(NodeArgs),
+    /// Cordon a node and evict its pods, in preparation for maintenance.
+    Drain(DrainArgs),
 }
 
 /// Which store `shturman control` keeps objects in.
@@ -170,6 +184,116 @@ pub struct DeleteArgs {
     pub ignore_not_found: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    /// KIND NAME…, or KIND/NAME… (deployments and replicasets).
+    #[arg(required = true, value_name = "KIND[/NAME]")]
+    pub targets: Vec<String>,
+    /// The new number of replicas.
+    #[arg(long, required = true, value_name = "COUNT", allow_negative_numbers = true)]
+    pub replicas: i64,
+    /// Only scale when the current number of replicas is this (a precondition).
+    #[arg(long, value_name = "COUNT")]
+    pub current_replicas: Option<i64>,
+}
+
+/// `shturman rollout …`.
+#[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    /// Watch a deployment's rollout until it finishes.
+    Status(RolloutStatusArgs),
+    /// List a deployment's revisions, or show one.
+    History(RolloutHistoryArgs),
+    /// Roll a deployment back to its previous (or a given) revision.
+    Undo(RolloutUndoArgs),
+    /// Pause a deployment: template changes start no rollout until resumed.
+    Pause(RolloutTargets),
+    /// Resume a paused deployment.
+    Resume(RolloutTargets),
+    /// Restart a deployment's pods with a new rollout.
+    Restart(RolloutTargets),
+}
+
+#[derive(Debug, Args)]
+pub struct RolloutTargets {
+    /// deployment NAME…, or deployment/NAME….
+    #[arg(required = true, value_name = "KIND[/NAME]")]
+    pub targets: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RolloutStatusArgs {
+    /// deployment NAME, or deployment/NAME.
+    #[arg(required = true, value_name = "KIND[/NAME]")]
+    pub targets: Vec<String>,
+    /// Watch until the rollout finishes (`--watch=false`: print the status once).
+    #[arg(
+        short = 'w',
+        long,
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value_t = true,
+        default_missing_value = "true"
+    )]
+    pub watch: bool,
+    /// Give up after this long (e.g. 30s, 5m); 0 waits forever.
+    #[arg(long, value_parser = parse_duration, default_value = "0s", value_name = "D")]
+    pub timeout: Duration,
+    /// Expect this revision to be the one rolling out.
+    #[arg(long, value_name = "N")]
+    pub revision: Option<i64>,
+}
+
+#[derive(Debug, Args)]
+pub struct RolloutHistoryArgs {
+    /// deployment NAME…, or deployment/NAME….
+    #[arg(required = true, value_name = "KIND[/NAME]")]
+    pub targets: Vec<String>,
+    /// Show the pod template of this revision.
+    #[arg(long, value_name = "N")]
+    pub revision: Option<i64>,
+}
+
+#[derive(Debug, Args)]
+pub struct RolloutUndoArgs {
+    /// deployment NAME…, or deployment/NAME….
+    #[arg(required = true, value_name = "KIND[/NAME]")]
+    pub targets: Vec<String>,
+    /// The revision to roll back to (default: the previous one).
+    #[arg(long, value_name = "N")]
+    pub to_revision: Option<i64>,
+}
+
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// The node's name.
+    #[arg(value_name = "NODE")]
+    pub node: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DrainArgs {
+    /// The node's name.
+    #[arg(value_name = "NODE")]
+    pub node: String,
+    /// Leave DaemonSet-managed pods in place instead of refusing to drain.
+    #[arg(long)]
+    pub ignore_daemonsets: bool,
+    /// Evict pods with emptyDir volumes too (their data is lost).
+    #[arg(long)]
+    pub delete_emptydir_data: bool,
+    /// Evict pods that no controller manages too (they are not recreated).
+    #[arg(long)]
+    pub force: bool,
+    /// Seconds each pod gets to terminate; negative uses the pod's own setting.
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true, value_name = "N")]
+    pub grace_period: i64,
+    /// Give up waiting for pods to go after this long (e.g. 2m); 0 waits forever.
+    #[arg(long, value_parser = parse_duration, default_value = "0s", value_name = "D")]
+    pub timeout: Duration,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,6 +326,54 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert!(Cli::try_parse_from(["shturman", "apply"]).is_err());
+    }
+
+    #[test]
+    fn rollout_and_node_verbs_parse() {
+        let cli = Cli::try_parse_from([
+            "shturman",
+            "rollout",
+            "status",
+            "deploy/web",
+            "--watch=false",
+            "--timeout",
+            "2m",
+        ])
+        .expect("parses");
+        match cli.command {
+            Command::Rollout(RolloutCommand::Status(s)) => {
+                assert_eq!(s.targets, vec!["deploy/web"]);
+                assert!(!s.watch);
+                assert_eq!(s.timeout, Duration::from_secs(120));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let cli = Cli::try_parse_from(["shturman", "rollout", "status", "-w", "deployment", "web"])
+            .expect("parses");
+        match cli.command {
+            Command::Rollout(RolloutCommand::Status(s)) => {
+                assert!(s.watch);
+                assert_eq!(s.targets, vec!["deployment", "web"]);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let cli =
+            Cli::try_parse_from(["shturman", "scale", "deploy", "web", "--replicas=-1"]).expect("parses");
+        assert!(matches!(
+            cli.command,
+            Command::Scale(ScaleArgs { replicas: -1, .. })
+        ));
+        assert!(Cli::try_parse_from(["shturman", "scale", "deploy", "web"]).is_err());
+        let cli = Cli::try_parse_from(["shturman", "drain", "n1", "--force", "--grace-period", "0"])
+            .expect("parses");
+        match cli.command {
+            Command::Drain(d) => {
+                assert!(d.force && !d.ignore_daemonsets);
+                assert_eq!(d.grace_period, 0);
+                assert_eq!(d.timeout, Duration::ZERO);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
     }
 
     #[test]

@@ -15,6 +15,8 @@ use crate::config::Resolved;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long an ordinary (non-watch) request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// The only PATCH flavour the API server accepts.
+const MERGE_PATCH: &str = "application/merge-patch+json";
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -179,6 +181,7 @@ impl Client {
         timeout: bool,
     ) -> Result<reqwest::Response, ApiError> {
         let url = self.url(path);
+        let method_is_patch = method == Method::PATCH;
         let mut req = self
             .http
             .request(method, &url)
@@ -191,6 +194,10 @@ impl Client {
             req = req.bearer_auth(token);
         }
         if let Some(body) = body {
+            if method_is_patch {
+                // Set before `json`, which only adds a content type when none is set.
+                req = req.header(reqwest::header::CONTENT_TYPE, MERGE_PATCH);
+            }
             req = req.json(body);
         }
         let resp = req.send().await.map_err(|e| ApiError::Unreachable {
@@ -256,6 +263,11 @@ impl Client {
 
     pub async fn put(&self, path: &str, body: &Value) -> Result<Value, ApiError> {
         self.json(Method::PUT, path, &[], Some(body)).await
+    }
+
+    /// JSON merge patch (RFC 7386); a `metadata.resourceVersion` in it is a precondition.
+    pub async fn patch(&self, path: &str, body: &Value) -> Result<Value, ApiError> {
+        self.json(Method::PATCH, path, &[], Some(body)).await
     }
 
     pub async fn delete(&self, path: &str, body: &Value) -> Result<Value, ApiError> {

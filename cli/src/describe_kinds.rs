@@ -149,9 +149,18 @@ fn conditions(doc: &mut Doc, obj: &Value, headers: &[&str], fields: &[&str]) {
     doc.table(2, headers, &rows);
 }
 
-fn pod_template(doc: &mut Doc, obj: &Value) {
+/// `Pod Template:` for an object with a `spec.template` (deployments,
+/// replica sets, `rollout history --revision`).
+pub fn pod_template(doc: &mut Doc, obj: &Value) {
     doc.section(0, "Pod Template");
     doc.map_field(2, "Labels", obj, "spec.template.metadata.labels", &[]);
+    let annotations: Vec<String> = map_at(obj, "spec.template.metadata.annotations")
+        .into_iter()
+        .map(|(k, v)| format!("{k}: {}", scalar_text(v)))
+        .collect();
+    if !annotations.is_empty() {
+        doc.field(2, "Annotations", annotations.join("\n"));
+    }
     if let Some(rc) = at(obj, "spec.template.spec.runtimeClassName").as_str() {
         doc.field(2, "Runtime Class Name", rc);
     }

@@ -1,12 +1,14 @@
 //! The `shturman` command: the control plane (`control`) and the kubectl-like
-//! client verbs (`apply`, `get`, `describe`, `delete`, `version`).
+//! client verbs (`apply`, `get`, `describe`, `delete`, `version`, `scale`,
+//! `rollout`, `cordon`, `uncordon`, `drain`).
 //!
 //! Layout: [`args`] is the clap surface; [`config`] resolves the client
 //! configuration (kubeconfig files); [`client`] talks HTTP and turns failures
 //! into messages; each verb has its own module. Formatting is pure and tested
 //! on its own: [`table`] (layout, ages), [`columns`] (per-kind rows),
 //! [`yaml`], [`output`] (json/List/name), [`describe`] + [`describe_kinds`];
-//! so is `apply`'s decision logic in [`apply_plan`].
+//! so is `apply`'s decision logic in [`apply_plan`], `rollout`'s in
+//! [`rollout_plan`] and `drain`'s in [`drain_plan`].
 
 mod apply;
 mod apply_plan;
@@ -18,9 +20,16 @@ mod control_cmd;
 mod delete;
 mod describe;
 mod describe_kinds;
+mod drain_plan;
+mod duration;
 mod get;
 mod manifests;
+mod node_cmd;
 mod output;
+mod rollout;
+mod rollout_plan;
+mod rollout_status;
+mod scale;
 mod table;
 mod targets;
 mod value;
@@ -85,6 +94,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Describe(a) => describe::run(a, &client).await,
         Command::Delete(a) => delete::run(a, &client).await,
         Command::Version => version::run(&client).await,
+        Command::Scale(a) => scale::run(a, &client).await,
+        Command::Rollout(a) => rollout::run(a, &client).await,
+        Command::Cordon(a) => node_cmd::cordon(a, &client, true).await,
+        Command::Uncordon(a) => node_cmd::cordon(a, &client, false).await,
+        Command::Drain(a) => node_cmd::drain(a, &client).await,
+    }
+}
+
+/// Prints an error as kubectl would: a server `Status` as `Error from server
+/// (Reason): …`, anything else as `error: …`.
+pub fn report(e: &anyhow::Error) {
+    if e.downcast_ref::<AlreadyReported>().is_some() {
+        // Already printed.
+    } else if let Some(api @ ApiError::Server(_)) = e.downcast_ref::<ApiError>() {
+        eprintln!("{api}");
+    } else {
+        eprintln!("error: {e:#}");
     }
 }
 
@@ -94,13 +120,7 @@ async fn main() -> ExitCode {
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            if e.downcast_ref::<AlreadyReported>().is_some() {
-                // Already printed.
-            } else if let Some(api @ ApiError::Server(_)) = e.downcast_ref::<ApiError>() {
-                eprintln!("{api}");
-            } else {
-                eprintln!("error: {e:#}");
-            }
+            report(&e);
             ExitCode::FAILURE
         }
     }

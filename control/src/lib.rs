@@ -3,14 +3,19 @@
 //! - [`store`]: the `Store` trait, its backends (sled by default, memory for
 //!   tests) and the conformance suite every backend passes.
 //! - [`server`]: the Kubernetes-shaped REST API (axum).
+//! - [`controllers`]: the pure decision cores of the ReplicaSet and
+//!   Deployment controllers (`plan` functions returning typed actions).
 //! - [`client`]: a typed in-process client of that API, for controllers.
 //! - [`runtime`]: informers, work queues and the controller loop.
+//! - [`scheduler`]: filter, score and bind pods to nodes.
 //!
 //! Start one with [`Control::start`]; the `shturman control` command is a thin
 //! shell around it.
 
 pub mod client;
+pub mod controllers;
 pub mod runtime;
+pub mod scheduler;
 pub mod server;
 pub mod store;
 

@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+pub mod api;
+pub mod sim;
+
 /// The directory holding the workspace's built binaries (`target/debug`).
 pub fn bin_dir() -> PathBuf {
     // Test executables live in target/<profile>/deps/.
@@ -29,7 +32,10 @@ pub fn binary(name: &str) -> PathBuf {
 
 /// The workspace root (for examples and fixtures).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 /// Polls `check` until it returns `Some`, or fails after `timeout` with `what`.
@@ -62,11 +68,17 @@ pub struct ControlPlane {
     pub port: u16,
     child: Option<Child>,
     log: PathBuf,
+    extra: Vec<String>,
 }
 
 impl ControlPlane {
     /// Starts `shturman control` with the sled store on a free loopback port.
     pub fn start() -> Result<ControlPlane> {
+        Self::start_with(&[])
+    }
+
+    /// Starts `shturman control` with extra flags (timings for tests).
+    pub fn start_with(extra: &[&str]) -> Result<ControlPlane> {
         let dir = tempfile::tempdir()?;
         let port = free_port();
         let mut cp = ControlPlane {
@@ -75,6 +87,7 @@ impl ControlPlane {
             port,
             child: None,
             log: dir.path().join("control.log"),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             dir,
         };
         cp.spawn()?;
@@ -94,11 +107,15 @@ impl ControlPlane {
     /// (Re)starts the process on the same data dir and port; waits for /readyz.
     pub fn spawn(&mut self) -> Result<()> {
         let _ = std::fs::remove_file(self.admin_conf());
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
         let child = Command::new(binary("shturman"))
             .args(["control", "--data-dir"])
             .arg(self.data_dir())
             .args(["--api-addr", &format!("127.0.0.1:{}", self.port)])
+            .args(&self.extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -111,7 +128,10 @@ impl ControlPlane {
             if let Some(c) = self.child.as_mut()
                 && let Ok(Some(status)) = c.try_wait()
             {
-                return Some(Err(anyhow::anyhow!("shturman control exited early: {status}\n{}", self.log_text())));
+                return Some(Err(anyhow::anyhow!(
+                    "shturman control exited early: {status}\n{}",
+                    self.log_text()
+                )));
             }
             std::fs::read_to_string(&conf)
                 .ok()
@@ -169,8 +189,13 @@ pub fn run_cli(conf: &Path, args: &[&str], stdin: Option<&str>) -> Output {
     use std::io::Write;
     let mut cmd = Command::new(binary("shturman"));
     cmd.arg("--config").arg(conf).args(args);
-    cmd.env_remove("SHTURMAN_CONFIG").env("HOME", conf.parent().unwrap_or(Path::new("/")));
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    cmd.env_remove("SHTURMAN_CONFIG")
+        .env("HOME", conf.parent().unwrap_or(Path::new("/")));
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn shturman");
     if let Some(input) = stdin
@@ -199,9 +224,13 @@ pub mod probe {
 
     /// Whether `GET url` answers 200 (plain http on loopback only).
     pub fn blocking_get_ok(url: &str) -> bool {
-        let Some(rest) = url.strip_prefix("http://") else { return false };
+        let Some(rest) = url.strip_prefix("http://") else {
+            return false;
+        };
         let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-        let Ok(mut s) = TcpStream::connect(host) else { return false };
+        let Ok(mut s) = TcpStream::connect(host) else {
+            return false;
+        };
         let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
         let req = format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
         if s.write_all(req.as_bytes()).is_err() {

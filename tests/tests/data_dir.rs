@@ -12,7 +12,10 @@ fn control(data_dir: &std::path::Path) -> (bool, String) {
         .args(["--api-addr", &format!("127.0.0.1:{}", free_port())])
         .output()
         .expect("run shturman control");
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]

@@ -23,8 +23,13 @@ async fn acknowledged_writes_survive_kill_9() {
 
     let mut writers = Vec::new();
     for w in 0..WRITERS {
-        let (client, acked, stop, url, token) =
-            (client.clone(), acked.clone(), stop.clone(), url.clone(), cp.token.clone());
+        let (client, acked, stop, url, token) = (
+            client.clone(),
+            acked.clone(),
+            stop.clone(),
+            url.clone(),
+            cp.token.clone(),
+        );
         writers.push(tokio::spawn(async move {
             for n in 0..PER_WRITER {
                 if stop.load(Ordering::Relaxed) {
@@ -47,8 +52,14 @@ async fn acknowledged_writes_survive_kill_9() {
                 if resp.status().as_u16() != 201 {
                     return;
                 }
-                let Ok(obj) = resp.json::<Value>().await else { return };
-                let rv: u64 = obj["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+                let Ok(obj) = resp.json::<Value>().await else {
+                    return;
+                };
+                let rv: u64 = obj["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
                 acked.lock().unwrap().insert(name, (rv, payload));
             }
         }));
@@ -93,11 +104,20 @@ async fn acknowledged_writes_survive_kill_9() {
         })
         .collect();
     let lost: Vec<&String> = acked.keys().filter(|k| !stored.contains_key(*k)).collect();
-    assert!(lost.is_empty(), "{} acknowledged writes lost, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged writes lost, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
     for (name, (_, payload)) in &acked {
         assert_eq!(&stored[name], payload, "{name} came back with other data");
     }
-    let list_rv: u64 = list["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+    let list_rv: u64 = list["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(list_rv >= max_rv, "revision went backwards: {list_rv} < {max_rv}");
 
     // The next write gets a later revision than any acknowledged before the crash.
@@ -110,6 +130,10 @@ async fn acknowledged_writes_survive_kill_9() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 201);
     let obj: Value = resp.json().await.unwrap();
-    let rv: u64 = obj["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+    let rv: u64 = obj["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(rv > max_rv, "new revision {rv} not after {max_rv}");
 }

@@ -11,13 +11,25 @@ fn mis_indented_seed_is_refused_then_corrected_one_applies() {
 
     let out = cp.cli(&["apply", "-f", broken.to_str().unwrap()]);
     let err = stderr(&out);
-    assert!(!out.status.success(), "a broken manifest must fail; stderr:\n{err}");
+    assert!(
+        !out.status.success(),
+        "a broken manifest must fail; stderr:\n{err}"
+    );
     // `template` under `selector` (line 16 of the file) is named with its position…
-    assert!(err.contains("first-try-mis-indented.yaml:16:9"), "position of template:\n{err}");
-    assert!(err.contains("spec.selector.template"), "unknown field path:\n{err}");
+    assert!(
+        err.contains("first-try-mis-indented.yaml:16:9"),
+        "position of template:\n{err}"
+    );
+    assert!(
+        err.contains("spec.selector.template"),
+        "unknown field path:\n{err}"
+    );
     // …as is the missing `spec.template`, with a hint about indentation…
     assert!(err.contains("spec.template"), "missing field:\n{err}");
-    assert!(err.to_lowercase().contains("indent"), "mis-indentation hint:\n{err}");
+    assert!(
+        err.to_lowercase().contains("indent"),
+        "mis-indentation hint:\n{err}"
+    );
     // …and `ports` must be a list, at its own line.
     assert!(err.contains(":24:"), "position of ports:\n{err}");
     assert!(err.contains("- containerPort: 80"), "list hint for ports:\n{err}");
@@ -28,7 +40,11 @@ fn mis_indented_seed_is_refused_then_corrected_one_applies() {
     assert_eq!(stdout(&get).trim(), "");
 
     let out = cp.cli(&["apply", "-f", fixed.to_str().unwrap()]);
-    assert!(out.status.success(), "corrected manifest must apply: {}", stderr(&out));
+    assert!(
+        out.status.success(),
+        "corrected manifest must apply: {}",
+        stderr(&out)
+    );
     assert_eq!(stdout(&out).trim(), "deployment.apps/nginx-deployment created");
 
     let out = cp.cli(&["apply", "-f", fixed.to_str().unwrap()]);
@@ -36,7 +52,9 @@ fn mis_indented_seed_is_refused_then_corrected_one_applies() {
     assert_eq!(stdout(&out).trim(), "deployment.apps/nginx-deployment unchanged");
 
     // A real change is `configured`, and the server keeps it.
-    let text = std::fs::read_to_string(&fixed).unwrap().replace("replicas: 3", "replicas: 5");
+    let text = std::fs::read_to_string(&fixed)
+        .unwrap()
+        .replace("replicas: 3", "replicas: 5");
     let out = cp.cli_stdin(&["apply", "-f", "-"], Some(&text));
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out).trim(), "deployment.apps/nginx-deployment configured");

@@ -5,7 +5,8 @@
 //! object and the revision counter together); then it waits, off the lock,
 //! until the flusher has made that revision durable. The flusher is one
 //! thread: while writes are pending it notes the last applied revision,
-//! calls `db.flush()` (one fsync), then publishes the covered events to
+//! calls `db.flush()` and fdatasyncs sled's log file (one sync for the
+//! whole batch), then publishes the covered events to
 //! watchers and wakes every writer at or below that revision — so many
 //! concurrent writers share one fsync.
 //!
@@ -66,6 +67,8 @@ struct Shared {
     durable: watch::Sender<Durable>,
     hub: Hub,
     flushes: AtomicU64,
+    /// sled's log file, opened again to fdatasync it after each flush.
+    log_file: std::fs::File,
 }
 
 impl Shared {
@@ -102,6 +105,10 @@ impl SledStore {
     /// revision works, older revisions are `Compacted`.
     pub fn open_with(dir: &Path, options: StoreOptions) -> Result<SledStore, StoreError> {
         let (db, revision) = open_db(dir)?;
+        let log_file = std::fs::File::open(dir.join("db")).map_err(|e| StoreError::Corrupt {
+            path: dir.display().to_string(),
+            reason: format!("cannot open sled's log file to sync it: {e}"),
+        })?;
         tracing::info!(dir = %dir.display(), revision, "opened the store");
         let shared = Arc::new(Shared {
             path: dir.to_path_buf(),
@@ -120,6 +127,7 @@ impl SledStore {
             }),
             hub: Hub::new(revision, options),
             flushes: AtomicU64::new(0),
+            log_file,
         });
         let for_thread = Arc::clone(&shared);
         let flusher = std::thread::Builder::new()
@@ -290,7 +298,14 @@ fn run_flusher(shared: &Shared, mut durable: Revision) {
             }
             state.applied
         };
-        let result = shared.db.flush();
+        // sled's flush ends in sync_file_range, which leaves the disk's
+        // write cache and the file's metadata unsynced; fdatasync on the log
+        // file makes the write survive power loss, not just a killed process.
+        let result = shared
+            .db
+            .flush()
+            .map(|_| ())
+            .and_then(|()| shared.log_file.sync_data().map_err(sled::Error::Io));
         shared.flushes.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = result {
             let reason = format!(
