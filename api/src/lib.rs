@@ -11,7 +11,8 @@
 //! - [`validate`]: field errors and the rules (DNS-1123 names, ports, …);
 //! - [`manifest`]: YAML/JSON documents with positions, bounded parsing, and
 //!   errors that say file:line:column, the field path and a fix;
-//! - [`status`]: the Kubernetes `Status` object every API error is.
+//! - [`status`]: the Kubernetes `Status` object every API error is;
+//! - [`wire`]: the MQTT topics and messages between control plane and agents.
 
 pub mod apps;
 pub mod core;
@@ -23,5 +24,6 @@ pub mod quantity;
 pub mod selector;
 pub mod status;
 pub mod validate;
+pub mod wire;
 
 pub use kind::Kind;

@@ -1,0 +1,303 @@
+//! The MQTT protocol between the control plane and edge agents: topic names
+//! and JSON messages, versioned by the topic prefix `shturman/v1/`.
+//!
+//! Level-triggered and retained where it matters: a node's desired pods are
+//! retained one topic per pod, so an agent that reconnects after an hour
+//! receives exactly its current set. Messages carry an ordering stamp
+//! ([`Stamp`]) so a QoS 1 duplicate or a late message is recognised and
+//! ignored.
+//!
+//! | topic (under `shturman/v1/`) | direction | retained | payload |
+//! |---|---|---|---|
+//! | `nodes/{node}/status` | agent → cp | yes | [`Heartbeat`] |
+//! | `nodes/{node}/online` | agent → cp | yes | `true` / `false` (the last will) |
+//! | `nodes/{node}/pods/{ns}/{name}` | cp → agent | yes | [`DesiredPod`]; empty deletes |
+//! | `nodes/{node}/podstatus/{ns}/{name}` | agent → cp | no (QoS 1) | [`PodReport`] |
+//! | `nodes/{node}/join` | agent → cp | no (QoS 1) | [`JoinRequest`] |
+//! | `nodes/{node}/joined` | cp → agent | no (QoS 1) | [`JoinResult`] |
+//!
+//! Joining: an agent connects with MQTT username = its node name and
+//! password = a join token (`shturman token create`) or, once joined, its
+//! own node secret. The embedded broker checks these at CONNECT. The agent
+//! then sends a [`JoinRequest`] carrying the token and a node secret it
+//! generated and keeps on disk; the control plane checks the token again
+//! (an external broker may not), registers the Node, remembers the secret
+//! and answers with a [`JoinResult`]. Every later agent → control plane
+//! message is wrapped in a [`Signed`] envelope whose MAC is keyed by that
+//! node secret, so one node cannot speak as another even on a broker
+//! without per-node ACLs. No secret ever travels from the control plane to
+//! the node.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::{ConfigMap, NodeStatus, Pod, PodStatus, Secret};
+use crate::meta::Time;
+
+/// Every topic starts with this; a new incompatible protocol gets `v2`.
+pub const PREFIX: &str = "shturman/v1";
+
+/// An ordering stamp: `epoch` grows with every agent start (kept on the
+/// node's disk), `seq` within one run. Compared as a pair.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Stamp {
+    pub epoch: u64,
+    pub seq: u64,
+}
+
+/// What an agent says about its node, every heartbeat period.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Heartbeat {
+    pub node: String,
+    pub stamp: Stamp,
+    /// When the agent sent it (its clock).
+    pub sent_at: Option<Time>,
+    /// Capacity, allocatable, conditions (Ready with `lastHeartbeatTime`),
+    /// addresses, system info, runtime handlers.
+    pub status: NodeStatus,
+    /// Labels the node asks for (`--labels`, arch, os, hostname).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// What the node uses right now.
+    #[serde(default)]
+    pub usage: Usage,
+    /// While the link was down: what happened (restarts, exits), in words.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub offline_log: Vec<String>,
+}
+
+/// A node's current usage.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+    pub pods: u64,
+}
+
+/// A pod the node must run, with the ConfigMaps and Secrets it refers to, so
+/// the node can start it without asking anyone.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DesiredPod {
+    pub pod: Pod,
+    #[serde(default)]
+    pub config_maps: Vec<ConfigMap>,
+    #[serde(default)]
+    pub secrets: Vec<Secret>,
+}
+
+/// An agent's report of one pod's state.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodReport {
+    pub node: String,
+    pub namespace: String,
+    pub name: String,
+    /// The pod's uid: a report about an older pod of the same name is ignored.
+    pub uid: String,
+    pub stamp: Stamp,
+    pub status: PodStatus,
+}
+
+/// An agent asks to join (or re-join) the cluster.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinRequest {
+    pub node: String,
+    /// The join token (`id.secret`); empty when re-joining with a known secret.
+    #[serde(default)]
+    pub token: String,
+    /// The secret the node generated for itself (hex, 32 bytes or more).
+    pub node_secret: String,
+    pub agent_version: String,
+    pub stamp: Stamp,
+}
+
+/// The control plane's answer to a [`JoinRequest`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinResult {
+    pub accepted: bool,
+    /// Why not, in words a person can act on.
+    #[serde(default)]
+    pub message: String,
+}
+
+/// An agent → control plane message with its MAC: `mac` is the hex
+/// HMAC-SHA256 of `body` (the inner message's JSON text) keyed by the
+/// node secret.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Signed {
+    pub mac: String,
+    pub body: String,
+}
+
+/// A topic, parsed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Topic {
+    NodeStatus {
+        node: String,
+    },
+    NodeOnline {
+        node: String,
+    },
+    DesiredPod {
+        node: String,
+        namespace: String,
+        name: String,
+    },
+    PodStatus {
+        node: String,
+        namespace: String,
+        name: String,
+    },
+    Join {
+        node: String,
+    },
+    Joined {
+        node: String,
+    },
+}
+
+impl Topic {
+    /// The topic's name.
+    pub fn name(&self) -> String {
+        match self {
+            Topic::NodeStatus { node } => format!("{PREFIX}/nodes/{node}/status"),
+            Topic::NodeOnline { node } => format!("{PREFIX}/nodes/{node}/online"),
+            Topic::DesiredPod {
+                node,
+                namespace,
+                name,
+            } => {
+                format!("{PREFIX}/nodes/{node}/pods/{namespace}/{name}")
+            }
+            Topic::PodStatus {
+                node,
+                namespace,
+                name,
+            } => {
+                format!("{PREFIX}/nodes/{node}/podstatus/{namespace}/{name}")
+            }
+            Topic::Join { node } => format!("{PREFIX}/nodes/{node}/join"),
+            Topic::Joined { node } => format!("{PREFIX}/nodes/{node}/joined"),
+        }
+    }
+
+    /// Parses a topic name; `None` for anything not ours.
+    pub fn parse(topic: &str) -> Option<Topic> {
+        let rest = topic.strip_prefix(PREFIX)?.strip_prefix('/')?;
+        let parts: Vec<&str> = rest.split('/').collect();
+        let s = |x: &str| x.to_string();
+        match parts.as_slice() {
+            ["nodes", node, "status"] => Some(Topic::NodeStatus { node: s(node) }),
+            ["nodes", node, "online"] => Some(Topic::NodeOnline { node: s(node) }),
+            ["nodes", node, "join"] => Some(Topic::Join { node: s(node) }),
+            ["nodes", node, "joined"] => Some(Topic::Joined { node: s(node) }),
+            ["nodes", node, "pods", ns, name] => Some(Topic::DesiredPod {
+                node: s(node),
+                namespace: s(ns),
+                name: s(name),
+            }),
+            ["nodes", node, "podstatus", ns, name] => Some(Topic::PodStatus {
+                node: s(node),
+                namespace: s(ns),
+                name: s(name),
+            }),
+            _ => None,
+        }
+        .filter(|t| t.node_name().is_some_and(valid_segment))
+    }
+
+    /// The node a topic belongs to.
+    pub fn node_name(&self) -> Option<&str> {
+        match self {
+            Topic::NodeStatus { node }
+            | Topic::NodeOnline { node }
+            | Topic::Join { node }
+            | Topic::Joined { node }
+            | Topic::DesiredPod { node, .. }
+            | Topic::PodStatus { node, .. } => Some(node),
+        }
+    }
+}
+
+/// Whether a name can stand in a topic (no wildcards, separators or empties).
+pub fn valid_segment(s: &str) -> bool {
+    !s.is_empty() && !s.contains(['/', '+', '#', '\0'])
+}
+
+/// Filter for everything the control plane hears from agents.
+pub fn agents_filter() -> [String; 4] {
+    [
+        format!("{PREFIX}/nodes/+/join"),
+        format!("{PREFIX}/nodes/+/status"),
+        format!("{PREFIX}/nodes/+/online"),
+        format!("{PREFIX}/nodes/+/podstatus/+/+"),
+    ]
+}
+
+/// Filters for everything one node's agent must hear.
+pub fn node_filters(node: &str) -> [String; 2] {
+    [
+        format!("{PREFIX}/nodes/{node}/pods/+/+"),
+        format!("{PREFIX}/nodes/{node}/joined"),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_round_trip() {
+        let all = [
+            Topic::NodeStatus { node: "pi-1".into() },
+            Topic::NodeOnline { node: "pi-1".into() },
+            Topic::Join { node: "pi-1".into() },
+            Topic::Joined { node: "pi-1".into() },
+            Topic::DesiredPod {
+                node: "pi-1".into(),
+                namespace: "default".into(),
+                name: "web-x".into(),
+            },
+            Topic::PodStatus {
+                node: "pi-1".into(),
+                namespace: "default".into(),
+                name: "web-x".into(),
+            },
+        ];
+        for t in all {
+            assert_eq!(Topic::parse(&t.name()), Some(t.clone()), "{}", t.name());
+        }
+        assert_eq!(Topic::parse("shturman/v2/nodes/a/status"), None);
+        assert_eq!(Topic::parse("shturman/v1/nodes/+/status"), None);
+        assert_eq!(Topic::parse("shturman/v1/nodes//status"), None);
+        assert_eq!(Topic::parse("shturman/v1/nodes/a/b/c/d/e/f"), None);
+    }
+
+    #[test]
+    fn stamps_order_by_epoch_then_seq() {
+        let a = Stamp { epoch: 1, seq: 900 };
+        let b = Stamp { epoch: 2, seq: 1 };
+        assert!(a < b);
+        assert!(Stamp { epoch: 2, seq: 2 } > b);
+    }
+
+    #[test]
+    fn messages_are_json_with_kubernetes_shapes() {
+        let hb = Heartbeat {
+            node: "pi-1".into(),
+            stamp: Stamp { epoch: 3, seq: 4 },
+            ..Heartbeat::default()
+        };
+        let v = serde_json::to_value(&hb).unwrap();
+        assert_eq!(v["stamp"]["epoch"], 3);
+        let back: Heartbeat = serde_json::from_value(v).unwrap();
+        assert_eq!(back, hb);
+    }
+}
