@@ -38,6 +38,20 @@ use crate::meta::Time;
 /// Every topic starts with this; a new incompatible protocol gets `v2`.
 pub const PREFIX: &str = "shturman/v1";
 
+/// The largest MQTT packet either side sends or accepts (4 MiB: a pod with
+/// its ConfigMaps and Secrets). The embedded broker drops a connection that
+/// sends more, and rumqttc's default (10 KiB) is far too small: set both
+/// limits with `MqttOptions::set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES)`.
+pub const MAX_PACKET_BYTES: usize = 4 * 1024 * 1024;
+
+/// The body of a [`Signed`] message on `nodes/{node}/online`: JSON `true`
+/// when the agent connects; the last will the agent registers at CONNECT
+/// carries a [`Signed`] `false`, which the broker publishes when the link
+/// dies.
+pub const ONLINE_TRUE: &str = "true";
+/// See [`ONLINE_TRUE`].
+pub const ONLINE_FALSE: &str = "false";
+
 /// An ordering stamp: `epoch` grows with every agent start (kept on the
 /// node's disk), `seq` within one run. Compared as a pair.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -110,7 +124,8 @@ pub struct JoinRequest {
     /// The join token (`id.secret`); empty when re-joining with a known secret.
     #[serde(default)]
     pub token: String,
-    /// The secret the node generated for itself (hex, 32 bytes or more).
+    /// The secret the node generated for itself: 64 or more lowercase hex
+    /// digits (32 random bytes or more).
     pub node_secret: String,
     pub agent_version: String,
     pub stamp: Stamp,
@@ -126,9 +141,13 @@ pub struct JoinResult {
     pub message: String,
 }
 
-/// An agent → control plane message with its MAC: `mac` is the hex
-/// HMAC-SHA256 of `body` (the inner message's JSON text) keyed by the
-/// node secret.
+/// An agent → control plane message with its MAC: `mac` is the lowercase
+/// hex HMAC-SHA256 of `body` (the inner message's JSON text, exactly as
+/// sent) keyed by the node secret's text as bytes (the same string as
+/// [`JoinRequest::node_secret`], not hex-decoded). Used on `status`
+/// ([`Heartbeat`]), `podstatus` ([`PodReport`]) and `online`
+/// ([`ONLINE_TRUE`] / [`ONLINE_FALSE`]); anything unsigned or wrongly
+/// signed there is dropped by the control plane.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Signed {

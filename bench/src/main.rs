@@ -6,6 +6,7 @@
 mod api_create;
 mod report;
 mod scheduler;
+mod scheduler_e2e;
 mod spawn;
 
 use clap::Parser;
@@ -46,6 +47,7 @@ async fn main() -> anyhow::Result<()> {
     if wants("scheduler") {
         // CPU-bound and alone on the runtime: run it in place, off the async path.
         tokio::task::block_in_place(|| scheduler::run_pure(&mut report, &args.sched_nodes, args.sched_pods))?;
+        scheduler_e2e::run(&mut report, &args.sched_nodes, args.sched_pods).await?;
     }
     report.print();
     report.write_json(&args.json)?;

@@ -84,6 +84,14 @@ pub struct ControlArgs {
     /// Store backend.
     #[arg(long, value_enum, default_value_t = StoreArg::Sled)]
     pub store: StoreArg,
+    /// How long a node may go without a heartbeat before it is NotReady
+    /// (Unknown) and tainted unreachable.
+    #[arg(long, default_value = "40s", value_name = "DURATION", value_parser = crate::duration::parse_duration)]
+    pub node_monitor_grace_period: std::time::Duration,
+    /// How long pods wait for an unreachable or not-ready node before they
+    /// are evicted, unless their own tolerations say otherwise.
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    pub default_toleration_seconds: u32,
 }
 
 #[derive(Debug, Args)]

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use anyhow::{Result, anyhow};
+use shturman_control::manager::ControllerSettings;
 use shturman_control::{Config, Control, StoreChoice};
 
 use crate::args::{ControlArgs, StoreArg};
@@ -16,6 +17,11 @@ pub fn config(args: &ControlArgs) -> Config {
         store: match args.store {
             StoreArg::Sled => StoreChoice::Sled,
             StoreArg::Memory => StoreChoice::Memory,
+        },
+        controllers: ControllerSettings {
+            node_monitor_grace: args.node_monitor_grace_period,
+            default_toleration_seconds: i64::from(args.default_toleration_seconds),
+            ..ControllerSettings::default()
         },
     }
 }

@@ -30,6 +30,8 @@ impl Cluster {
             data_dir: dir.path().join("data"),
             api_addr: "127.0.0.1:0".parse().expect("addr"),
             store: StoreChoice::Memory,
+            // These tests drive objects by hand: no controllers.
+            controllers: shturman_control::manager::ControllerSettings::disabled(),
         };
         let control = runtime.block_on(Control::start(config)).expect("control starts");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

@@ -112,6 +112,12 @@ impl Client {
         from_value(self.state.patch_value(T::KIND, ns, name, status, patch).await?)
     }
 
+    /// Binds pod `ns/name` (uid `uid`) to `node` in one write; returns the
+    /// write's revision.
+    pub async fn bind_pod(&self, ns: &str, name: &str, uid: &str, node: &str) -> Result<Revision, ApiError> {
+        self.state.bind_pod(ns, name, uid, node).await
+    }
+
     /// Deletes an object; `Ok(false)` when it was already gone.
     pub async fn delete<T: Object>(
         &self,

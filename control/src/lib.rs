@@ -3,8 +3,9 @@
 //! - [`store`]: the `Store` trait, its backends (sled by default, memory for
 //!   tests) and the conformance suite every backend passes.
 //! - [`server`]: the Kubernetes-shaped REST API (axum).
-//! - [`controllers`]: the pure decision cores of the ReplicaSet and
-//!   Deployment controllers (`plan` functions returning typed actions).
+//! - [`controllers`]: ReplicaSet, Deployment, garbage collection and node
+//!   lifecycle: pure `plan` functions and the executors that run them.
+//! - [`manager`]: starts the informers, controllers and scheduler.
 //! - [`client`]: a typed in-process client of that API, for controllers.
 //! - [`runtime`]: informers, work queues and the controller loop.
 //! - [`scheduler`]: filter, score and bind pods to nodes.
@@ -14,6 +15,7 @@
 
 pub mod client;
 pub mod controllers;
+pub mod manager;
 pub mod runtime;
 pub mod scheduler;
 pub mod server;
@@ -39,6 +41,8 @@ pub struct Config {
     /// Where the API listens; port 0 picks a free one.
     pub api_addr: SocketAddr,
     pub store: StoreChoice,
+    /// The control loops' settings.
+    pub controllers: manager::ControllerSettings,
 }
 
 /// Why the control plane could not start or stopped.

@@ -38,6 +38,7 @@
 pub mod filter;
 pub mod platform;
 pub mod resources;
+pub mod run;
 pub mod score;
 pub mod snapshot;
 pub mod unschedulable;

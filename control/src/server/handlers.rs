@@ -158,6 +158,20 @@ fn check_preconditions(
     Ok(())
 }
 
+/// Puts `condition` in `status.conditions`, replacing one of the same type.
+fn set_pod_condition(pod: &mut Value, condition: Value) {
+    let Some(obj) = pod.as_object_mut() else { return };
+    let status = obj.entry("status").or_insert_with(|| json!({}));
+    let Some(status) = status.as_object_mut() else {
+        return;
+    };
+    let list = status.entry("conditions").or_insert_with(|| json!([]));
+    if let Some(list) = list.as_array_mut() {
+        list.retain(|c| c.get("type") != condition.get("type"));
+        list.push(condition);
+    }
+}
+
 fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::rng();
@@ -526,6 +540,51 @@ impl State {
             }
         }
         Ok(())
+    }
+
+    /// Binds a pod to a node in one write: `spec.nodeName` and the
+    /// `PodScheduled=True` condition together (Kubernetes' `binding`
+    /// subresource). Fails with a conflict when the pod was replaced (other
+    /// uid) or is bound elsewhere already. Returns the write's revision.
+    pub async fn bind_pod(&self, ns: &str, name: &str, uid: &str, node: &str) -> Result<Revision, ApiError> {
+        let k = key(Kind::Pod, Some(ns), name);
+        loop {
+            let current = self
+                .store
+                .get(&k)
+                .await
+                .map_err(|e| ApiError::from_store(e, Kind::Pod, name))?
+                .ok_or_else(|| ApiError::not_found(Kind::Pod, name))?;
+            let mut obj = materialize(&current)?;
+            if obj.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid) {
+                return Err(ApiError::conflict(Kind::Pod, name, "the pod was replaced"));
+            }
+            match obj.pointer("/spec/nodeName").and_then(Value::as_str) {
+                Some(n) if n == node => return Ok(current.revision),
+                Some(n) => {
+                    return Err(ApiError::conflict(
+                        Kind::Pod,
+                        name,
+                        &format!("pod {name} is already assigned to node \"{n}\""),
+                    ));
+                }
+                None => {}
+            }
+            if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+                spec.insert("nodeName".into(), Value::from(node));
+            }
+            set_pod_condition(
+                &mut obj,
+                json!({"type": "PodScheduled", "status": "True",
+                "lastTransitionTime": now_rfc3339()}),
+            );
+            object::strip_resource_version(&mut obj);
+            match self.store.update(&k, encode(&obj)?, Some(current.revision)).await {
+                Ok(rev) => return Ok(rev),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(ApiError::from_store(e, Kind::Pod, name)),
+            }
+        }
     }
 
     /// Creates the `default` namespace on first start.

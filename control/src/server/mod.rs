@@ -75,6 +75,7 @@ pub struct Running {
     listener: TcpListener,
     router: Router,
     state: Arc<State>,
+    manager: crate::manager::Manager,
 }
 
 /// Opens the store, writes the admin config and binds the API.
@@ -112,6 +113,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     })?;
     let state = State::new(store, token);
     state.ensure_default_namespace().await?;
+    let manager = crate::manager::Manager::start(state.clone(), &config.controllers);
     let router = router(state.clone());
     tracing::info!(%url, admin_conf = %admin_conf.display(), "API server ready");
     Ok(Running {
@@ -120,6 +122,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         listener,
         router,
         state,
+        manager,
     })
 }
 
@@ -136,6 +139,7 @@ impl Running {
             state.stop();
         });
         let served = serve.await.map_err(Error::Serve);
+        self.manager.shutdown().await;
         // Every acknowledged write is on disk before the process goes.
         let closed = self.state.store.close().await.map_err(Error::Store);
         served.and(closed)

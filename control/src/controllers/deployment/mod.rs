@@ -12,6 +12,7 @@
 pub mod hash;
 pub mod history;
 mod rolling;
+pub mod run;
 mod scale;
 mod status;
 pub mod util;

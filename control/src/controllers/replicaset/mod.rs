@@ -3,6 +3,7 @@
 //! delete, and what its status is — as Kubernetes' `replica_set.go` does.
 
 pub mod pods;
+pub mod run;
 
 use std::time::Duration;
 

@@ -1,0 +1,195 @@
+//! The MQTT link (rumqttc): one task owns the event loop, reconnects forever
+//! with jittered exponential back-off, and turns what happens into
+//! [`LinkEvent`]s; the agent publishes through [`Link`] without ever blocking
+//! on the network.
+//!
+//! Session: client id = node name, username = node name, password = the join
+//! token until joined and the node secret after; `clean_session = false` so a
+//! broker that keeps sessions queues the deletions published while the node
+//! was away. Last will: `nodes/{node}/online` = `false`, retained.
+
+use std::time::Duration;
+
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing,
+    Packet, QoS,
+};
+use shturman_api::wire::{self, Topic};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::MqttAddr;
+
+/// Keep-alive: a silent link is noticed by the broker within 1.5× this.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// First and largest pause between connection attempts.
+const BACKOFF_MIN: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Largest message accepted (a DesiredPod carries its ConfigMaps and Secrets).
+const MAX_INCOMING: usize = 8 * 1024 * 1024;
+const MAX_OUTGOING: usize = 1024 * 1024;
+
+/// Something that happened on the link.
+#[derive(Debug)]
+pub enum LinkEvent {
+    /// CONNACK accepted; subscriptions must be (re)made.
+    Connected,
+    /// A message on a subscribed topic.
+    Message { topic: String, payload: Vec<u8>, retain: bool },
+    /// The broker refused the credentials (or the connection).
+    Refused(ConnectReturnCode),
+    /// The link broke (or could not be made); the task retries.
+    Disconnected(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot queue an MQTT request: {0}")]
+pub struct LinkError(String);
+
+/// The agent's handle on the link.
+pub struct Link {
+    client: AsyncClient,
+    node: String,
+    events: mpsc::Receiver<LinkEvent>,
+    password: watch::Sender<String>,
+    task: JoinHandle<()>,
+}
+
+impl Link {
+    /// Starts connecting (in a task) as `node` with `password`.
+    pub fn start(addr: &MqttAddr, node: &str, password: String) -> Link {
+        let mut opts = MqttOptions::new(node, addr.host.clone(), addr.port);
+        opts.set_credentials(node, password.clone())
+            .set_keep_alive(KEEP_ALIVE)
+            .set_clean_session(false)
+            .set_max_packet_size(MAX_INCOMING, MAX_OUTGOING)
+            .set_last_will(LastWill::new(online_topic(node), "false", QoS::AtLeastOnce, true));
+        let (client, eventloop) = AsyncClient::new(opts, 256);
+        let (tx, events) = mpsc::channel(256);
+        let (password, pw_rx) = watch::channel(password);
+        let task = tokio::spawn(drive(eventloop, node.to_string(), tx, pw_rx));
+        Link {
+            client,
+            node: node.to_string(),
+            events,
+            password,
+            task,
+        }
+    }
+
+    /// The next event; `None` once the link task has ended.
+    pub async fn next(&mut self) -> Option<LinkEvent> {
+        self.events.recv().await
+    }
+
+    /// The password for the next connection attempts.
+    pub fn set_password(&self, password: String) {
+        self.password.send_replace(password);
+    }
+
+    /// Subscribes to everything this node must hear (call on every connect).
+    pub fn subscribe(&self) -> Result<(), LinkError> {
+        let filters = wire::node_filters(&self.node)
+            .into_iter()
+            .map(|f| rumqttc::SubscribeFilter::new(f, QoS::AtLeastOnce));
+        self.client
+            .try_subscribe_many(filters)
+            .map_err(|e| LinkError(e.to_string()))
+    }
+
+    /// Queues a QoS 1 publish; never waits.
+    pub fn publish(&self, topic: String, retain: bool, payload: Vec<u8>) -> Result<(), LinkError> {
+        self.client
+            .try_publish(topic, QoS::AtLeastOnce, retain, payload)
+            .map_err(|e| LinkError(e.to_string()))
+    }
+
+    /// Publishes `online = false`, disconnects, and waits (bounded) for the
+    /// task to write both.
+    pub async fn close(self, connected: bool) {
+        if connected {
+            let _ = self.publish(online_topic(&self.node), true, b"false".to_vec());
+            let _ = self.client.try_disconnect();
+        }
+        let Link { task, events, .. } = self;
+        drop(events);
+        if connected {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(3), task).await.is_err() {
+                abort.abort();
+            }
+        } else {
+            task.abort();
+        }
+    }
+}
+
+/// `shturman/v1/nodes/{node}/online`.
+pub fn online_topic(node: &str) -> String {
+    Topic::NodeOnline { node: node.into() }.name()
+}
+
+/// The link task: polls the event loop, reconnecting with back-off.
+async fn drive(mut el: EventLoop, node: String, tx: mpsc::Sender<LinkEvent>, mut pw: watch::Receiver<String>) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        if pw.has_changed().unwrap_or(false) {
+            let p = pw.borrow_and_update().clone();
+            el.mqtt_options.set_credentials(node.clone(), p);
+        }
+        let ev = match el.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                backoff = BACKOFF_MIN;
+                Some(LinkEvent::Connected)
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => Some(LinkEvent::Message {
+                topic: p.topic,
+                payload: p.payload.to_vec(),
+                retain: p.retain,
+            }),
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
+            Ok(_) => None,
+            Err(e) => {
+                let ev = match e {
+                    ConnectionError::ConnectionRefused(code) => LinkEvent::Refused(code),
+                    other => LinkEvent::Disconnected(other.to_string()),
+                };
+                if tx.send(ev).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(jitter(backoff)).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                None
+            }
+        };
+        if let Some(ev) = ev
+            && tx.send(ev).await.is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// `d` plus up to a quarter of it, so a fleet does not reconnect in step.
+fn jitter(d: Duration) -> Duration {
+    let mut b = [0u8; 2];
+    let r = if getrandom::fill(&mut b).is_ok() {
+        u32::from(u16::from_le_bytes(b))
+    } else {
+        0
+    };
+    d + d / 4 * r / u32::from(u16::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_is_bounded() {
+        for _ in 0..100 {
+            let j = jitter(Duration::from_secs(4));
+            assert!(j >= Duration::from_secs(4) && j <= Duration::from_secs(5), "{j:?}");
+        }
+    }
+}

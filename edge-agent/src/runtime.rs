@@ -1,0 +1,119 @@
+//! The runtime plug-in boundary, kept small (after runwasi's): a [`Runtime`]
+//! starts, stops and reports the pods of one [`PodClass`]. The Wasm runtime
+//! (wasmtime, in-process) and the OCI runtime (containerd) plug in here; until
+//! one is present, pods of its class stay `Pending` (see [`crate::manager`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use shturman_api::core::{PodSpec, PodStatus};
+use shturman_api::wire::DesiredPod;
+
+use crate::plan::PodKey;
+
+/// Which kind of runtime a pod needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PodClass {
+    /// WebAssembly modules, run by wasmtime.
+    Wasm,
+    /// OCI images, run by containerd and runc.
+    Oci,
+}
+
+impl PodClass {
+    /// A Wasm pod has `runtimeClassName: wasmtime` or images that are `.wasm`
+    /// modules (`file:///m.wasm`, `https://…/m.wasm#sha256=…`); else OCI.
+    pub fn of(spec: &PodSpec) -> PodClass {
+        let wasm_image = |image: &str| {
+            let path = image.split(['#', '?']).next().unwrap_or(image);
+            path.ends_with(".wasm")
+        };
+        if spec.runtime_class_name.as_deref() == Some(WASMTIME)
+            || (!spec.containers.is_empty() && spec.containers.iter().all(|c| wasm_image(&c.image)))
+        {
+            PodClass::Wasm
+        } else {
+            PodClass::Oci
+        }
+    }
+
+    /// The runtime handler name a node offers for this class.
+    pub fn handler(self) -> &'static str {
+        match self {
+            PodClass::Wasm => WASMTIME,
+            PodClass::Oci => CONTAINERD,
+        }
+    }
+}
+
+/// Handler name of the Wasm runtime.
+pub const WASMTIME: &str = "wasmtime";
+/// Handler name of the OCI runtime.
+pub const CONTAINERD: &str = "containerd";
+
+/// Why a runtime could not do what it was asked.
+#[derive(Debug, thiserror::Error)]
+#[error("{reason}: {message}")]
+pub struct RuntimeError {
+    /// Kubernetes-style reason, e.g. `ErrImagePull`, `CreateContainerError`.
+    pub reason: String,
+    pub message: String,
+}
+
+/// One runtime. Implementations own their pods' processes or sandboxes and
+/// must not block the async runtime.
+#[async_trait::async_trait]
+pub trait Runtime: Send + Sync {
+    /// The handler name (`wasmtime`, `containerd`).
+    fn name(&self) -> &'static str;
+    /// The pods it runs.
+    fn class(&self) -> PodClass;
+    /// Starts `pod` (its ConfigMaps and Secrets come with it).
+    async fn start(&self, pod: &DesiredPod) -> Result<(), RuntimeError>;
+    /// Stops a pod, giving it `grace` to exit.
+    async fn stop(&self, key: &PodKey, grace: Duration) -> Result<(), RuntimeError>;
+    /// The pod's current status; `None` if the runtime does not know it.
+    async fn status(&self, key: &PodKey) -> Option<PodStatus>;
+}
+
+/// The runtimes this agent has.
+#[derive(Clone, Default)]
+pub struct Runtimes(pub Vec<Arc<dyn Runtime>>);
+
+impl Runtimes {
+    /// The runtime for a class, if this agent has one.
+    pub fn for_class(&self, class: PodClass) -> Option<&Arc<dyn Runtime>> {
+        self.0.iter().find(|r| r.class() == class)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shturman_api::core::Container;
+
+    fn spec(images: &[&str], class: Option<&str>) -> PodSpec {
+        PodSpec {
+            containers: images
+                .iter()
+                .map(|i| Container {
+                    name: "c".into(),
+                    image: (*i).into(),
+                    ..Container::default()
+                })
+                .collect(),
+            runtime_class_name: class.map(Into::into),
+            ..PodSpec::default()
+        }
+    }
+
+    #[test]
+    fn classes() {
+        assert_eq!(PodClass::of(&spec(&["nginx:1.27"], None)), PodClass::Oci);
+        assert_eq!(PodClass::of(&spec(&["ghcr.io/x/app:1"], Some("wasmtime"))), PodClass::Wasm);
+        assert_eq!(PodClass::of(&spec(&["file:///opt/hello.wasm"], None)), PodClass::Wasm);
+        assert_eq!(PodClass::of(&spec(&["https://h/t.wasm#sha256=ab"], None)), PodClass::Wasm);
+        assert_eq!(PodClass::of(&spec(&["a.wasm", "nginx"], None)), PodClass::Oci);
+        assert_eq!(PodClass::Oci.handler(), "containerd");
+    }
+}
