@@ -18,8 +18,10 @@
 //!
 //! Joining: an agent connects with MQTT username = its node name and
 //! password = a join token (`shturman token create`) or, once joined, its
-//! own node secret. The embedded broker checks these at CONNECT. The agent
-//! then sends a [`JoinRequest`] carrying the token and a node secret it
+//! own node secret. The embedded broker checks these at CONNECT (and
+//! refuses by closing the link without a CONNACK: an agent reads a link
+//! closed right after CONNECT as "credentials refused"). The agent
+//! subscribes to its `joined` topic, then sends a [`JoinRequest`] carrying the token and a node secret it
 //! generated and keeps on disk; the control plane checks the token again
 //! (an external broker may not), registers the Node, remembers the secret
 //! and answers with a [`JoinResult`]. Every later agent → control plane

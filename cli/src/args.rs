@@ -56,6 +56,9 @@ pub enum Command {
     /// Manage the rollout of a deployment.
     #[command(subcommand)]
     Rollout(RolloutCommand),
+    /// Manage join tokens for new nodes.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Mark a node as unschedulable.
     Cordon(NodeArgs),
     /// Mark a node as schedulable.
@@ -84,6 +87,18 @@ pub struct ControlArgs {
     /// Store backend.
     #[arg(long, value_enum, default_value_t = StoreArg::Sled)]
     pub store: StoreArg,
+    /// Address the embedded MQTT broker listens on (agents dial it).
+    #[arg(
+        long,
+        default_value = "127.0.0.1:1883",
+        value_name = "M",
+        conflicts_with = "mqtt_url"
+    )]
+    pub mqtt_addr: SocketAddr,
+    /// Use this external MQTT broker instead of the embedded one:
+    /// mqtt://[user:password@]host[:port].
+    #[arg(long, value_name = "URL")]
+    pub mqtt_url: Option<String>,
     /// How long a node may go without a heartbeat before it is NotReady
     /// (Unknown) and tainted unreachable.
     #[arg(long, default_value = "40s", value_name = "DURATION", value_parser = crate::duration::parse_duration)]
@@ -391,4 +406,18 @@ mod tests {
         assert_eq!(parse_cascade("Foreground"), Ok(Cascade::Foreground));
         assert!(parse_cascade("later").is_err());
     }
+}
+
+/// `shturman token …`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a join token and print it, alone, on stdout.
+    Create(TokenCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenCreateArgs {
+    /// How long the token is valid, e.g. 24h, 30m; 0 means it never expires.
+    #[arg(long, default_value = "24h", value_name = "D", value_parser = parse_duration)]
+    pub ttl: Duration,
 }

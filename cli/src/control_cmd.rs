@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{Result, anyhow};
 use shturman_control::manager::ControllerSettings;
-use shturman_control::{Config, Control, StoreChoice};
+use shturman_control::{Config, Control, MqttChoice, StoreChoice};
 
 use crate::args::{ControlArgs, StoreArg};
 
@@ -23,6 +23,21 @@ pub fn config(args: &ControlArgs) -> Config {
             default_toleration_seconds: i64::from(args.default_toleration_seconds),
             ..ControllerSettings::default()
         },
+        mqtt: match &args.mqtt_url {
+            Some(url) => MqttChoice::External(url.clone()),
+            None => MqttChoice::Embedded(args.mqtt_addr),
+        },
+    }
+}
+
+/// The MQTT line of the start banner.
+pub fn mqtt_line(mqtt_url: Option<&str>, embedded: bool) -> String {
+    match (mqtt_url, embedded) {
+        (Some(u), true) => format!(
+            "MQTT broker (embedded) listening at {u}; join nodes with: shturman-agent --mqtt-url {u} --token $(shturman token create) …\n"
+        ),
+        (Some(u), false) => format!("MQTT broker (external) at {u}\n"),
+        (None, _) => String::new(),
     }
 }
 
@@ -73,8 +88,9 @@ pub async fn run(args: &ControlArgs) -> Result<()> {
         .map_err(|e| anyhow!("the control plane could not start: {e}"))?;
     let absolute = std::path::absolute(&control.admin_conf).unwrap_or(control.admin_conf.clone());
     print!(
-        "{}",
-        banner(&control.url, &control.admin_conf, &absolute, args.store)
+        "{}{}",
+        banner(&control.url, &control.admin_conf, &absolute, args.store),
+        mqtt_line(control.mqtt_url.as_deref(), control.mqtt_addr.is_some())
     );
     tracing::info!(url = %control.url, "control plane started");
     control
@@ -97,6 +113,11 @@ mod tests {
             StoreArg::Sled,
         );
         assert!(b.contains("API serving at http://127.0.0.1:7443"), "{b}");
+        let m = mqtt_line(Some("mqtt://127.0.0.1:1883"), true);
+        assert!(
+            m.contains("MQTT broker (embedded) listening at mqtt://127.0.0.1:1883"),
+            "{m}"
+        );
         assert!(b.contains(
             "admin config written to ./shturman-data/admin.conf; use it with: export SHTURMAN_CONFIG=/srv/shturman-data/admin.conf"
         ), "{b}");

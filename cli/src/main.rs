@@ -32,6 +32,7 @@ mod rollout_status;
 mod scale;
 mod table;
 mod targets;
+mod token;
 mod value;
 mod version;
 mod watch;
@@ -82,7 +83,7 @@ fn client(cli: &Cli) -> anyhow::Result<Client> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Control(args) = &cli.command {
-        init_tracing("info,sled=warn");
+        init_tracing("info,sled=warn,rumqttd=off");
         return control_cmd::run(args).await;
     }
     init_tracing("warn");
@@ -96,6 +97,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Version => version::run(&client).await,
         Command::Scale(a) => scale::run(a, &client).await,
         Command::Rollout(a) => rollout::run(a, &client).await,
+        Command::Token(args::TokenCommand::Create(a)) => token::create(a, &client).await,
         Command::Cordon(a) => node_cmd::cordon(a, &client, true).await,
         Command::Uncordon(a) => node_cmd::cordon(a, &client, false).await,
         Command::Drain(a) => node_cmd::drain(a, &client).await,

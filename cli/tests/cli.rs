@@ -32,6 +32,7 @@ impl Cluster {
             store: StoreChoice::Memory,
             // These tests drive objects by hand: no controllers.
             controllers: shturman_control::manager::ControllerSettings::disabled(),
+            mqtt: shturman_control::MqttChoice::Off,
         };
         let control = runtime.block_on(Control::start(config)).expect("control starts");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

@@ -63,13 +63,20 @@ impl Default for BrokerSettings {
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     #[error("the MQTT broker cannot listen on {addr}: {source}; pick another address with --mqtt-addr")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Url(String),
     #[error("the MQTT broker's thread could not start: {0}")]
     Thread(std::io::Error),
     #[error("the MQTT broker on {addr} did not accept the control plane within {secs} s: {last}")]
-    NotReady { addr: SocketAddr, secs: u64, last: String },
+    NotReady {
+        addr: SocketAddr,
+        secs: u64,
+        last: String,
+    },
 }
 
 /// A running embedded broker.
@@ -80,7 +87,11 @@ pub struct EmbeddedBroker {
 }
 
 /// Starts the broker and waits until it accepts `probe` (username, password).
-pub async fn start(settings: BrokerSettings, auth: AuthFn, probe: (String, String)) -> Result<EmbeddedBroker, BrokerError> {
+pub async fn start(
+    settings: BrokerSettings,
+    auth: AuthFn,
+    probe: (String, String),
+) -> Result<EmbeddedBroker, BrokerError> {
     let addr = reserve(settings.addr)?;
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let server_settings = server_settings(&settings, addr, auth);
@@ -119,7 +130,10 @@ impl EmbeddedBroker {
         self.stop_now();
         if let Some(t) = self.thread.take() {
             let joined = tokio::task::spawn_blocking(move || t.join());
-            if tokio::time::timeout(Duration::from_secs(5), joined).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(5), joined)
+                .await
+                .is_err()
+            {
                 tracing::warn!("the MQTT broker's thread did not stop within 5 s; leaving it");
             }
         }
@@ -142,7 +156,8 @@ impl Drop for EmbeddedBroker {
 /// early with a clear error; closes it again for rumqttd to bind.
 fn reserve(addr: SocketAddr) -> Result<SocketAddr, BrokerError> {
     let l = std::net::TcpListener::bind(addr).map_err(|source| BrokerError::Bind { addr, source })?;
-    l.local_addr().map_err(|source| BrokerError::Bind { addr, source })
+    l.local_addr()
+        .map_err(|source| BrokerError::Bind { addr, source })
 }
 
 fn server_settings(settings: &BrokerSettings, addr: SocketAddr, auth: AuthFn) -> ServerSettings {
@@ -255,7 +270,11 @@ pub struct BrokerUrl {
 
 /// Parses `mqtt://[user:password@]host[:port]` (port 1883 by default).
 pub fn parse_url(url: &str) -> Result<BrokerUrl, String> {
-    let bad = |why: &str| format!("--mqtt-url {url:?} {why}; write it like mqtt://broker.lan:1883 or mqtt://user:password@broker.lan:1883");
+    let bad = |why: &str| {
+        format!(
+            "--mqtt-url {url:?} {why}; write it like mqtt://broker.lan:1883 or mqtt://user:password@broker.lan:1883"
+        )
+    };
     let rest = url
         .strip_prefix("mqtt://")
         .or_else(|| url.strip_prefix("tcp://"))
@@ -277,9 +296,11 @@ pub fn parse_url(url: &str) -> Result<BrokerUrl, String> {
         })
         .transpose()?;
     let (host, port) = match hostport.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || hostport.starts_with('[') => {
-            (h, p.parse::<u16>().map_err(|_| bad("has a port that is not a number from 1 to 65535"))?)
-        }
+        Some((h, p)) if !h.ends_with(']') || hostport.starts_with('[') => (
+            h,
+            p.parse::<u16>()
+                .map_err(|_| bad("has a port that is not a number from 1 to 65535"))?,
+        ),
         _ => (hostport, 1883),
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -362,12 +383,21 @@ mod tests {
     #[test]
     fn urls() {
         let u = parse_url("mqtt://broker.lan:1884").unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.credentials), ("broker.lan", 1884, None));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.credentials),
+            ("broker.lan", 1884, None)
+        );
         let u = parse_url("mqtt://cp:s3cret@10.0.0.2").unwrap();
         assert_eq!((u.host.as_str(), u.port), ("10.0.0.2", 1883));
         assert_eq!(u.credentials.unwrap().password, "s3cret");
         assert_eq!(parse_url("mqtt://[::1]:1999").unwrap().host, "::1");
-        for bad in ["broker:1883", "mqtts://b:1", "mqtt://", "mqtt://b:port", "mqtt://:pw@b"] {
+        for bad in [
+            "broker:1883",
+            "mqtts://b:1",
+            "mqtt://",
+            "mqtt://b:port",
+            "mqtt://:pw@b",
+        ] {
             assert!(parse_url(bad).is_err(), "{bad}");
         }
     }

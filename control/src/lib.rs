@@ -9,20 +9,30 @@
 //! - [`client`]: a typed in-process client of that API, for controllers.
 //! - [`runtime`]: informers, work queues and the controller loop.
 //! - [`scheduler`]: filter, score and bind pods to nodes.
+//! - [`broker`]: the embedded MQTT broker (rumqttd), or an external one's URL.
+//! - [`gateway`]: the node gateway: desired pods out to agents over MQTT,
+//!   joins, heartbeats and pod reports in.
+//! - [`tokens`]: join tokens (`shturman token create`), after Kubernetes'
+//!   bootstrap tokens.
 //!
 //! Start one with [`Control::start`]; the `shturman control` command is a thin
 //! shell around it.
 
+pub mod broker;
 pub mod client;
 pub mod controllers;
+pub mod gateway;
 pub mod manager;
 pub mod runtime;
 pub mod scheduler;
 pub mod server;
 pub mod store;
+pub mod tokens;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+
+pub use broker::MqttChoice;
 
 /// Which store backend to use.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,6 +53,24 @@ pub struct Config {
     pub store: StoreChoice,
     /// The control loops' settings.
     pub controllers: manager::ControllerSettings,
+    /// The MQTT broker: embedded (the default, on 127.0.0.1:1883), external,
+    /// or none.
+    pub mqtt: MqttChoice,
+}
+
+impl Default for Config {
+    /// `shturman control`'s defaults: `./shturman-data`, API on
+    /// 127.0.0.1:7443, sled, controllers on, embedded broker on
+    /// 127.0.0.1:1883. Tests override with `Config { …, ..Config::default() }`.
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./shturman-data"),
+            api_addr: SocketAddr::from(([127, 0, 0, 1], 7443)),
+            store: StoreChoice::Sled,
+            controllers: manager::ControllerSettings::default(),
+            mqtt: MqttChoice::Embedded(SocketAddr::from(([127, 0, 0, 1], 1883))),
+        }
+    }
 }
 
 /// Why the control plane could not start or stopped.
@@ -59,6 +87,10 @@ pub enum Error {
     Store(#[from] store::StoreError),
     #[error("the API server failed: {0}")]
     Serve(std::io::Error),
+    #[error(transparent)]
+    Mqtt(#[from] broker::BrokerError),
+    #[error("cannot create the {namespace} namespace: {message}")]
+    Namespace { namespace: String, message: String },
 }
 
 /// A started control plane.
@@ -67,6 +99,10 @@ pub struct Control {
     pub url: String,
     /// Where the admin client configuration was written.
     pub admin_conf: PathBuf,
+    /// The MQTT broker agents dial (`mqtt://host:port`), when MQTT is on.
+    pub mqtt_url: Option<String>,
+    /// The embedded broker's address (its real port when 0 was asked for).
+    pub mqtt_addr: Option<SocketAddr>,
     server: server::Running,
 }
 
@@ -77,6 +113,8 @@ impl Control {
         Ok(Control {
             url: server.url.clone(),
             admin_conf: server.admin_conf.clone(),
+            mqtt_url: server.mqtt.url.clone(),
+            mqtt_addr: server.mqtt.broker.as_ref().map(broker::EmbeddedBroker::addr),
             server,
         })
     }

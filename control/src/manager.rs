@@ -5,12 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shturman_api::apps::{Deployment, ReplicaSet};
-use shturman_api::core::{Node, Pod};
+use shturman_api::core::{ConfigMap, Node, Pod, Secret};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::Client;
 use crate::controllers::{deployment, gc, nodelifecycle, replicaset};
+use crate::gateway::{self, GatewayConfig};
 use crate::runtime::{Clock, Informer, Recorder, SystemClock};
 use crate::scheduler;
 use crate::server::State;
@@ -60,6 +61,16 @@ pub struct Manager {
 impl Manager {
     /// Starts informers, controllers and the scheduler over `state`.
     pub fn start(state: Arc<State>, settings: &ControllerSettings) -> Manager {
+        Manager::start_with(state, settings, None)
+    }
+
+    /// As [`Manager::start`], plus the node gateway when `gateway` says how
+    /// to reach the MQTT broker.
+    pub fn start_with(
+        state: Arc<State>,
+        settings: &ControllerSettings,
+        gateway: Option<GatewayConfig>,
+    ) -> Manager {
         let stop = CancellationToken::new();
         if !settings.enabled {
             return Manager {
@@ -116,6 +127,19 @@ impl Manager {
                 stop.clone(),
             ),
         ];
+        let mut tasks = tasks;
+        if let Some(config) = gateway {
+            let config_maps = Informer::<ConfigMap>::start(client.clone(), stop.clone());
+            let secrets = Informer::<Secret>::start(client.clone(), stop.clone());
+            tasks.push(gateway::start(
+                client.clone(),
+                &pods,
+                &config_maps,
+                &secrets,
+                config,
+                stop.clone(),
+            ));
+        }
         Manager { stop, tasks }
     }
 

@@ -79,6 +79,11 @@ impl JoinToken {
         }
     }
 
+    /// A fresh token from the thread's random source.
+    pub fn random() -> JoinToken {
+        JoinToken::generate(&mut rand::rng())
+    }
+
     /// The name of the Secret that holds this token.
     pub fn secret_name(&self) -> String {
         format!("{TOKEN_SECRET_PREFIX}{}", self.id)
@@ -174,7 +179,11 @@ pub fn validate(token: &str, secrets: &[Secret], now: DateTime<Utc>) -> Result<J
 }
 
 /// Reads the Secret `token` names and judges it at `now`.
-pub async fn check(client: &Client, token: &str, now: DateTime<Utc>) -> Result<Result<JoinToken, TokenError>, ApiError> {
+pub async fn check(
+    client: &Client,
+    token: &str,
+    now: DateTime<Utc>,
+) -> Result<Result<JoinToken, TokenError>, ApiError> {
     let Some(parsed) = JoinToken::parse(token) else {
         return Ok(Err(TokenError::Malformed));
     };
@@ -230,7 +239,14 @@ mod tests {
 
     #[test]
     fn malformed_tokens_are_named_so() {
-        for bad in ["", "abc", "abcdef.0123", "ABCDEF.0123456789abcdef", "abcdef-0123456789abcdef", "abcdef.0123456789abcde!"] {
+        for bad in [
+            "",
+            "abc",
+            "abcdef.0123",
+            "ABCDEF.0123456789abcdef",
+            "abcdef-0123456789abcdef",
+            "abcdef.0123456789abcde!",
+        ] {
             assert_eq!(validate(bad, &[], now()), Err(TokenError::Malformed), "{bad}");
         }
     }
@@ -239,13 +255,23 @@ mod tests {
     fn right_wrong_and_expired() {
         let t = JoinToken::parse("abcdef.0123456789abcdef").unwrap();
         let forever = t.to_secret(None);
-        assert_eq!(validate(&t.to_string(), std::slice::from_ref(&forever), now()), Ok(t.clone()));
+        assert_eq!(
+            validate(&t.to_string(), std::slice::from_ref(&forever), now()),
+            Ok(t.clone())
+        );
         // Wrong secret half, unknown id.
         assert_eq!(
-            validate("abcdef.0123456789abcdeX".to_lowercase().as_str(), std::slice::from_ref(&forever), now()),
+            validate(
+                "abcdef.0123456789abcdeX".to_lowercase().as_str(),
+                std::slice::from_ref(&forever),
+                now()
+            ),
             Err(TokenError::WrongToken)
         );
-        assert_eq!(validate("zzzzzz.0123456789abcdef", &[forever], now()), Err(TokenError::WrongToken));
+        assert_eq!(
+            validate("zzzzzz.0123456789abcdef", &[forever], now()),
+            Err(TokenError::WrongToken)
+        );
         let soon = t.to_secret(Some(now() + TimeDelta::hours(1)));
         assert!(validate(&t.to_string(), std::slice::from_ref(&soon), now()).is_ok());
         let past = t.to_secret(Some(now() - TimeDelta::seconds(1)));

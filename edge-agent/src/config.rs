@@ -106,12 +106,13 @@ impl Source {
 impl Config {
     /// Reads and checks every setting. Pure: no I/O.
     pub fn parse(src: &Source) -> Result<Config, ConfigError> {
-        let invalid = |key: &'static str, (value, origin): (&str, &str), reason: String| ConfigError::Invalid {
-            key,
-            value: value.to_string(),
-            origin: origin.to_string(),
-            reason,
-        };
+        let invalid =
+            |key: &'static str, (value, origin): (&str, &str), reason: String| ConfigError::Invalid {
+                key,
+                value: value.to_string(),
+                origin: origin.to_string(),
+                reason,
+            };
         let url = src.get("mqtt-url").ok_or(ConfigError::Missing {
             key: "mqtt-url",
             hint: "the control plane's MQTT address, e.g. mqtt://10.0.0.1:1883",
@@ -125,7 +126,8 @@ impl Config {
             return Err(invalid(
                 "node-name",
                 name,
-                "use lowercase letters, digits, '-' and '.', starting and ending with a letter or digit".into(),
+                "use lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"
+                    .into(),
             ));
         }
         let data_dir = src.get("data-dir").ok_or(ConfigError::Missing {
@@ -345,7 +347,10 @@ mod tests {
         let mut bad = minimal();
         bad.values.insert("node-name".into(), "Pi_1".into());
         let e = Config::parse(&Source(vec![bad])).unwrap_err().to_string();
-        assert!(e.contains("--node-name \"Pi_1\" (from the command line) is invalid"), "{e}");
+        assert!(
+            e.contains("--node-name \"Pi_1\" (from the command line) is invalid"),
+            "{e}"
+        );
         let mut bad = minimal();
         bad.values.insert("heartbeat-interval".into(), "10".into());
         let e = Config::parse(&Source(vec![bad])).unwrap_err().to_string();
@@ -374,7 +379,10 @@ mod tests {
     fn file_is_strict_with_positions() {
         let e = file_layer("agent.yaml", "mqttUrl: mqtt://x\nnodeNmae: pi\n").unwrap_err();
         let text = e.to_string();
-        assert!(text.contains("agent.yaml:2:") && text.contains("nodeNmae"), "{text}");
+        assert!(
+            text.contains("agent.yaml:2:") && text.contains("nodeNmae"),
+            "{text}"
+        );
         assert!(file_layer("a.yaml", "a: 1\n---\nb: 2\n").is_err());
         assert!(file_layer("a.yaml", "").unwrap().values.is_empty());
     }

@@ -18,9 +18,9 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use shturman_api::core::node::NodeRuntimeHandler;
 use shturman_api::core::{
-    NodeAddress, NodeAddressType, NodeCondition, NodeConditionType, NodeRuntimeHandler, NodeStatus,
-    NodeSystemInfo,
+    NodeAddress, NodeAddressType, NodeCondition, NodeConditionType, NodeStatus, NodeSystemInfo,
 };
 use shturman_api::meta::{ConditionStatus, Time};
 use shturman_api::quantity::Quantity;
@@ -80,7 +80,7 @@ impl Facts {
     /// Reads what does not change (system info, addresses) and primes CPU usage.
     pub fn new(started: Time) -> Facts {
         let kind = RefreshKind::nothing()
-            .with_cpu(CpuRefreshKind::nothing().with_cpu_usage())
+            .with_cpu(CpuRefreshKind::nothing().with_usage())
             .with_memory(MemoryRefreshKind::nothing().with_ram());
         let sys = System::new_with_specifics(kind)
             .inspect_err(|e| tracing::warn!(error = %e, "sysinfo cannot read this system; reporting zeros"))
@@ -89,7 +89,11 @@ impl Facts {
         let os_image = os_release_pretty_name()
             .or_else(|| System::long_os_version().ok())
             .unwrap_or_default();
-        let read = |p: &str| std::fs::read_to_string(p).map(|s| s.trim().to_string()).unwrap_or_default();
+        let read = |p: &str| {
+            std::fs::read_to_string(p)
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default()
+        };
         let info = NodeSystemInfo {
             architecture: arch().to_string(),
             operating_system: std::env::consts::OS.to_string(),
@@ -282,7 +286,10 @@ mod tests {
 
     #[test]
     fn reserve_is_small_and_bounded() {
-        assert_eq!(allocatable(4000, 16 * 1024 * MIB), (3900, 16 * 1024 * MIB - 512 * MIB));
+        assert_eq!(
+            allocatable(4000, 16 * 1024 * MIB),
+            (3900, 16 * 1024 * MIB - 512 * MIB)
+        );
         assert_eq!(allocatable(1000, 1024 * MIB), (900, 1024 * MIB - 1024 * MIB / 10));
         assert_eq!(allocatable(1000, 100 * MIB).1, 36 * MIB);
         assert_eq!(allocatable(100, 10 * MIB), (50, 0));

@@ -1,4 +1,34 @@
-//! Shturman's edge agent: the MQTT link, the pod manager, the runtimes and the
-//! service proxy. It lands with the edge-agent issue; for now the crate only
-//! reserves its place and its rule: it depends on `shturman-api` alone, never on
-//! the control plane.
+//! Shturman's edge agent (`shturman-agent`): one per node. It dials out to the
+//! control plane's MQTT broker, joins with a token, heartbeats real figures,
+//! receives its desired pods, keeps them in an offline journal and runs them
+//! through pluggable runtimes, reporting their status. It depends on
+//! `shturman-api` alone, never on the control plane: it ships to 1 GB boards.
+//!
+//! Layout:
+//! - [`config`]: flags / env / config file → [`Config`], one pure function;
+//! - [`identity`]: node secret, start epoch, joined flag (`<data-dir>/identity`);
+//! - [`journal`]: the desired set on disk (`<data-dir>/journal/`);
+//! - [`sign`]: the HMAC [`Signed`](shturman_api::wire::Signed) envelope;
+//! - [`facts`]: sysinfo → capacity, allocatable, usage, node info, labels;
+//! - [`plan`]: the pure reconcile `plan(desired, actual) -> Vec<PodAction>`;
+//! - [`runtime`]: the small [`Runtime`](runtime::Runtime) trait runtimes implement;
+//! - [`manager`]: applies plans through runtimes and tracks pod statuses;
+//! - [`link`]: the MQTT connection (rumqttc), reconnecting forever;
+//! - [`state`]: `<data-dir>/state.json` and the offline log;
+//! - [`agent`]: the run loop tying them together.
+
+pub mod agent;
+pub mod config;
+pub mod facts;
+mod fsutil;
+pub mod identity;
+pub mod journal;
+pub mod link;
+pub mod manager;
+pub mod plan;
+pub mod runtime;
+pub mod sign;
+pub mod state;
+
+pub use agent::{AgentError, run};
+pub use config::Config;

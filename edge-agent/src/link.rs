@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing,
-    Packet, QoS,
+    Packet, QoS, StateError,
 };
 use shturman_api::wire::{self, Topic};
 use tokio::sync::{mpsc, watch};
@@ -25,9 +25,6 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// First and largest pause between connection attempts.
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// Largest message accepted (a DesiredPod carries its ConfigMaps and Secrets).
-const MAX_INCOMING: usize = 8 * 1024 * 1024;
-const MAX_OUTGOING: usize = 1024 * 1024;
 
 /// Something that happened on the link.
 #[derive(Debug)]
@@ -35,9 +32,16 @@ pub enum LinkEvent {
     /// CONNACK accepted; subscriptions must be (re)made.
     Connected,
     /// A message on a subscribed topic.
-    Message { topic: String, payload: Vec<u8>, retain: bool },
+    Message {
+        topic: String,
+        payload: Vec<u8>,
+        retain: bool,
+    },
     /// The broker refused the credentials (or the connection).
     Refused(ConnectReturnCode),
+    /// The broker closed the connection after CONNECT without a CONNACK:
+    /// rumqttd's way of refusing credentials (or of being full).
+    ClosedAtConnect,
     /// The link broke (or could not be made); the task retries.
     Disconnected(String),
 }
@@ -56,14 +60,15 @@ pub struct Link {
 }
 
 impl Link {
-    /// Starts connecting (in a task) as `node` with `password`.
-    pub fn start(addr: &MqttAddr, node: &str, password: String) -> Link {
+    /// Starts connecting (in a task) as `node` with `password`; `will` is the
+    /// (signed) `online = false` payload the broker publishes if the link dies.
+    pub fn start(addr: &MqttAddr, node: &str, password: String, will: Vec<u8>) -> Link {
         let mut opts = MqttOptions::new(node, addr.host.clone(), addr.port);
         opts.set_credentials(node, password.clone())
             .set_keep_alive(KEEP_ALIVE)
             .set_clean_session(false)
-            .set_max_packet_size(MAX_INCOMING, MAX_OUTGOING)
-            .set_last_will(LastWill::new(online_topic(node), "false", QoS::AtLeastOnce, true));
+            .set_max_packet_size(wire::MAX_PACKET_BYTES, wire::MAX_PACKET_BYTES)
+            .set_last_will(LastWill::new(online_topic(node), will, QoS::AtLeastOnce, true));
         let (client, eventloop) = AsyncClient::new(opts, 256);
         let (tx, events) = mpsc::channel(256);
         let (password, pw_rx) = watch::channel(password);
@@ -104,11 +109,11 @@ impl Link {
             .map_err(|e| LinkError(e.to_string()))
     }
 
-    /// Publishes `online = false`, disconnects, and waits (bounded) for the
-    /// task to write both.
-    pub async fn close(self, connected: bool) {
+    /// Publishes `offline` (the signed `online = false`), disconnects, and
+    /// waits (bounded) for the task to write both.
+    pub async fn close(self, connected: bool, offline: Vec<u8>) {
         if connected {
-            let _ = self.publish(online_topic(&self.node), true, b"false".to_vec());
+            let _ = self.publish(online_topic(&self.node), true, offline);
             let _ = self.client.try_disconnect();
         }
         let Link { task, events, .. } = self;
@@ -130,8 +135,14 @@ pub fn online_topic(node: &str) -> String {
 }
 
 /// The link task: polls the event loop, reconnecting with back-off.
-async fn drive(mut el: EventLoop, node: String, tx: mpsc::Sender<LinkEvent>, mut pw: watch::Receiver<String>) {
+async fn drive(
+    mut el: EventLoop,
+    node: String,
+    tx: mpsc::Sender<LinkEvent>,
+    mut pw: watch::Receiver<String>,
+) {
     let mut backoff = BACKOFF_MIN;
+    let mut up = false;
     loop {
         if pw.has_changed().unwrap_or(false) {
             let p = pw.borrow_and_update().clone();
@@ -140,6 +151,7 @@ async fn drive(mut el: EventLoop, node: String, tx: mpsc::Sender<LinkEvent>, mut
         let ev = match el.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 backoff = BACKOFF_MIN;
+                up = true;
                 Some(LinkEvent::Connected)
             }
             Ok(Event::Incoming(Packet::Publish(p))) => Some(LinkEvent::Message {
@@ -152,8 +164,12 @@ async fn drive(mut el: EventLoop, node: String, tx: mpsc::Sender<LinkEvent>, mut
             Err(e) => {
                 let ev = match e {
                     ConnectionError::ConnectionRefused(code) => LinkEvent::Refused(code),
+                    ConnectionError::MqttState(StateError::ConnectionAborted) if !up => {
+                        LinkEvent::ClosedAtConnect
+                    }
                     other => LinkEvent::Disconnected(other.to_string()),
                 };
+                up = false;
                 if tx.send(ev).await.is_err() {
                     return;
                 }
@@ -189,7 +205,10 @@ mod tests {
     fn jitter_is_bounded() {
         for _ in 0..100 {
             let j = jitter(Duration::from_secs(4));
-            assert!(j >= Duration::from_secs(4) && j <= Duration::from_secs(5), "{j:?}");
+            assert!(
+                j >= Duration::from_secs(4) && j <= Duration::from_secs(5),
+                "{j:?}"
+            );
         }
     }
 }

@@ -1,1 +1,124 @@
-fn main() {}
+//! `shturman-agent`: parse the command line (and `--config` file), set up
+//! logging, run the agent until SIGTERM or Ctrl-C. Exit codes: 0 after a clean
+//! shutdown, 2 when a person must act (bad configuration, refused join
+//! token), 1 for anything else.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use shturman_agent::config::{self, Config, Layer, Source};
+use shturman_agent::runtime::Runtimes;
+
+/// Shturman edge agent: joins a node to a Shturman cluster over MQTT.
+#[derive(Debug, Parser)]
+#[command(name = "shturman-agent", version)]
+struct Args {
+    /// The control plane's MQTT broker, mqtt://host:port.
+    #[arg(long, env = "SHTURMAN_MQTT_URL")]
+    mqtt_url: Option<String>,
+    /// Join token from `shturman token create` (needed until the node has joined).
+    #[arg(long, env = "SHTURMAN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// This node's name (DNS-1123).
+    #[arg(long, env = "SHTURMAN_NODE_NAME")]
+    node_name: Option<String>,
+    /// Where identity, journal and state live.
+    #[arg(long, env = "SHTURMAN_DATA_DIR")]
+    data_dir: Option<String>,
+    /// Extra node labels, k=v,k2=v2.
+    #[arg(long, env = "SHTURMAN_LABELS")]
+    labels: Option<String>,
+    /// containerd's socket; offered as a runtime when it answers.
+    #[arg(long, env = "SHTURMAN_CONTAINERD_SOCKET")]
+    containerd_socket: Option<String>,
+    /// Heartbeat period, e.g. 10s.
+    #[arg(long, env = "SHTURMAN_HEARTBEAT_INTERVAL")]
+    heartbeat_interval: Option<String>,
+    /// A YAML config file with the same settings (camelCase keys); flags win.
+    #[arg(long, env = "SHTURMAN_AGENT_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cfg = match load_config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("shturman-agent: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("shturman-agent: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(shturman_agent::run(cfg, Runtimes::default(), shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shturman-agent: {e}");
+            if e.needs_operator() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn load_config(args: &Args) -> anyhow::Result<Config> {
+    let mut flags = Layer::new("the command line");
+    flags
+        .set("mqtt-url", args.mqtt_url.clone())
+        .set("token", args.token.clone())
+        .set("node-name", args.node_name.clone())
+        .set("data-dir", args.data_dir.clone())
+        .set("labels", args.labels.clone())
+        .set("containerd-socket", args.containerd_socket.clone())
+        .set("heartbeat-interval", args.heartbeat_interval.clone());
+    let mut layers = vec![flags];
+    if let Some(path) = &args.config {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the config file {}", path.display()))?;
+        layers.push(config::file_layer(&path.display().to_string(), &text)?);
+    }
+    Ok(Config::parse(&Source(layers))?)
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -92,8 +92,11 @@ impl PodManager {
 
     /// Plans and applies; returns what it did, in words (for logs and the offline log).
     pub async fn reconcile(&mut self, now: Time) -> Vec<String> {
-        let actual: BTreeMap<PodKey, RunningPod> =
-            self.pods.iter().map(|(k, m)| (k.clone(), m.running.clone())).collect();
+        let actual: BTreeMap<PodKey, RunningPod> = self
+            .pods
+            .iter()
+            .map(|(k, m)| (k.clone(), m.running.clone()))
+            .collect();
         let mut done = Vec::new();
         for action in plan(&self.desired, &actual) {
             match action {
@@ -151,7 +154,10 @@ impl PodManager {
         if let Some(rt) = self.runtimes.for_class(class).cloned() {
             m.runtime = Some(rt.name());
             m.status = match rt.start(d).await {
-                Ok(()) => rt.status(key).await.unwrap_or_else(|| waiting(d, "ContainerCreating", "", now)),
+                Ok(()) => rt
+                    .status(key)
+                    .await
+                    .unwrap_or_else(|| waiting(d, "ContainerCreating", "", now)),
                 Err(RuntimeError { reason, message }) => waiting(d, &reason, &message, now),
             };
             what = format!("{} by {}", phase_name(&m.status), rt.name());
@@ -223,7 +229,11 @@ fn waiting(d: &DesiredPod, reason: &str, message: &str, now: Time) -> PodStatus 
         conditions: vec![
             cond(PodConditionType::PodScheduled, ConditionStatus::True, None),
             cond(PodConditionType::Initialized, ConditionStatus::True, None),
-            cond(PodConditionType::ContainersReady, ConditionStatus::False, Some(reason)),
+            cond(
+                PodConditionType::ContainersReady,
+                ConditionStatus::False,
+                Some(reason),
+            ),
             cond(PodConditionType::Ready, ConditionStatus::False, Some(reason)),
         ],
         message: msg.clone(),
@@ -250,7 +260,8 @@ fn waiting(d: &DesiredPod, reason: &str, message: &str, now: Time) -> PodStatus 
 mod tests {
     use super::*;
     use crate::runtime::Runtime;
-    use shturman_api::core::{Container, ContainerStateKind, Pod};
+    use shturman_api::core::pod_status::ContainerStateKind;
+    use shturman_api::core::{Container, Pod};
     use std::sync::{Arc, Mutex};
 
     fn desired(name: &str, image: &str) -> (PodKey, DesiredPod) {
@@ -298,7 +309,10 @@ mod tests {
             panic!("{state:?}")
         };
         assert_eq!(w.reason.as_deref(), Some(RUNTIME_UNAVAILABLE));
-        assert_eq!(w.message.as_deref(), Some("no wasmtime runtime in this agent yet"));
+        assert_eq!(
+            w.message.as_deref(),
+            Some("no wasmtime runtime in this agent yet")
+        );
         let oci = reports.iter().find(|r| r.key != kw).unwrap();
         assert!(oci.status.message.as_deref().unwrap().contains("containerd"));
         // Nothing changed: nothing to report, nothing to do.
@@ -307,7 +321,10 @@ mod tests {
         m.resync();
         assert_eq!(m.take_reports().len(), 2);
         m.set_desired(kw, None);
-        assert_eq!(m.reconcile(now()).await, vec!["stopped pod default/w".to_string()]);
+        assert_eq!(
+            m.reconcile(now()).await,
+            vec!["stopped pod default/w".to_string()]
+        );
         assert_eq!(m.pod_count(), 1);
     }
 
@@ -323,7 +340,10 @@ mod tests {
             PodClass::Wasm
         }
         async fn start(&self, pod: &DesiredPod) -> Result<(), RuntimeError> {
-            self.0.lock().unwrap().push(format!("start {}", PodKey::of(&pod.pod)));
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("start {}", PodKey::of(&pod.pod)));
             Ok(())
         }
         async fn stop(&self, key: &PodKey, _grace: Duration) -> Result<(), RuntimeError> {
@@ -354,7 +374,12 @@ mod tests {
         m.reconcile(now()).await;
         assert_eq!(
             *rec.0.lock().unwrap(),
-            ["start default/w", "stop default/w", "start default/w", "stop default/w"]
+            [
+                "start default/w",
+                "stop default/w",
+                "start default/w",
+                "stop default/w"
+            ]
         );
         assert!(m.take_reports().is_empty());
     }

@@ -81,7 +81,11 @@ pub fn spec_hash(pod: &Pod) -> String {
 /// resources), then replacements, then starts, each in key order. A desired
 /// pod already marked for deletion counts as not desired.
 pub fn plan(desired: &BTreeMap<PodKey, DesiredPod>, actual: &BTreeMap<PodKey, RunningPod>) -> Vec<PodAction> {
-    let wanted = |k: &PodKey| desired.get(k).filter(|d| d.pod.metadata.deletion_timestamp.is_none());
+    let wanted = |k: &PodKey| {
+        desired
+            .get(k)
+            .filter(|d| d.pod.metadata.deletion_timestamp.is_none())
+    };
     let mut stops = Vec::new();
     let mut replaces = Vec::new();
     let mut starts = Vec::new();
@@ -127,7 +131,9 @@ mod tests {
     }
 
     fn running(pods: &[DesiredPod]) -> BTreeMap<PodKey, RunningPod> {
-        pods.iter().map(|d| (PodKey::of(&d.pod), RunningPod::of(&d.pod))).collect()
+        pods.iter()
+            .map(|d| (PodKey::of(&d.pod), RunningPod::of(&d.pod)))
+            .collect()
     }
 
     fn key(name: &str) -> PodKey {
@@ -152,7 +158,11 @@ mod tests {
 
     #[test]
     fn starts_stops_and_replaces_in_order() {
-        let actual = running(&[pod("gone", "1", "x"), pod("respec", "2", "v1"), pod("reborn", "3", "x")]);
+        let actual = running(&[
+            pod("gone", "1", "x"),
+            pod("respec", "2", "v1"),
+            pod("reborn", "3", "x"),
+        ]);
         let desired = set(&[
             pod("respec", "2", "v2"),
             pod("reborn", "4", "x"),
@@ -173,7 +183,10 @@ mod tests {
     fn terminating_pods_stop_and_do_not_start() {
         let mut d = pod("a", "1", "x");
         d.pod.metadata.deletion_timestamp = Some(Time(chrono::Utc::now()));
-        assert_eq!(plan(&set(&[d.clone()]), &running(&[d.clone()])), vec![PodAction::Stop(key("a"))]);
+        assert_eq!(
+            plan(&set(&[d.clone()]), &running(&[d.clone()])),
+            vec![PodAction::Stop(key("a"))]
+        );
         assert!(plan(&set(&[d]), &BTreeMap::new()).is_empty());
     }
 

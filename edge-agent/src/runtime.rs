@@ -110,9 +110,18 @@ mod tests {
     #[test]
     fn classes() {
         assert_eq!(PodClass::of(&spec(&["nginx:1.27"], None)), PodClass::Oci);
-        assert_eq!(PodClass::of(&spec(&["ghcr.io/x/app:1"], Some("wasmtime"))), PodClass::Wasm);
-        assert_eq!(PodClass::of(&spec(&["file:///opt/hello.wasm"], None)), PodClass::Wasm);
-        assert_eq!(PodClass::of(&spec(&["https://h/t.wasm#sha256=ab"], None)), PodClass::Wasm);
+        assert_eq!(
+            PodClass::of(&spec(&["ghcr.io/x/app:1"], Some("wasmtime"))),
+            PodClass::Wasm
+        );
+        assert_eq!(
+            PodClass::of(&spec(&["file:///opt/hello.wasm"], None)),
+            PodClass::Wasm
+        );
+        assert_eq!(
+            PodClass::of(&spec(&["https://h/t.wasm#sha256=ab"], None)),
+            PodClass::Wasm
+        );
         assert_eq!(PodClass::of(&spec(&["a.wasm", "nginx"], None)), PodClass::Oci);
         assert_eq!(PodClass::Oci.handler(), "containerd");
     }

@@ -1,18 +1,28 @@
-//! The [`Signed`] envelope every agent → control plane message travels in:
-//! `body` is the inner message's JSON text, `mac` the hex HMAC-SHA256 of that
-//! text keyed by the node secret's bytes (the 32 bytes its hex spells).
+//! The [`Signed`] envelope every agent → control plane message (but the join
+//! request) travels in: `body` is the inner message's JSON text, `mac` the
+//! lowercase hex HMAC-SHA256 of that text keyed by the node secret's *text*
+//! as bytes (not hex-decoded), as `shturman_api::wire::Signed` specifies.
 
 use hmac::{Hmac, KeyInit, Mac};
 use serde::Serialize;
 use sha2::Sha256;
-use shturman_api::wire::Signed;
+use shturman_api::wire::{ONLINE_FALSE, ONLINE_TRUE, Signed};
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// The HMAC key for a node secret: the bytes its hex spells (the text itself
-/// if it is not hex, so a foreign secret still works).
+/// The HMAC key for a node secret: its text as bytes.
 pub fn mac_key(node_secret: &str) -> Vec<u8> {
-    decode_hex(node_secret).unwrap_or_else(|| node_secret.as_bytes().to_vec())
+    node_secret.as_bytes().to_vec()
+}
+
+/// The signed payload of `nodes/{node}/online` (`true` / `false`).
+pub fn online_payload(key: &[u8], online: bool) -> Vec<u8> {
+    let body = if online { ONLINE_TRUE } else { ONLINE_FALSE };
+    let signed = Signed {
+        mac: mac(key, body),
+        body: body.to_string(),
+    };
+    serde_json::to_vec(&signed).unwrap_or_default()
 }
 
 /// The hex MAC of `body`.
@@ -86,7 +96,7 @@ mod tests {
     #[test]
     fn envelope_round_trip_and_tamper() {
         let key = mac_key(&"ab".repeat(32));
-        assert_eq!(key.len(), 32);
+        assert_eq!(key.len(), 64);
         let hb = Heartbeat {
             node: "pi-1".into(),
             stamp: Stamp { epoch: 1, seq: 2 },
@@ -100,7 +110,13 @@ mod tests {
         t.body = t.body.replace("pi-1", "pi-2");
         assert!(!verify(&key, &t));
         assert!(!verify(&mac_key(&"cd".repeat(32)), &s));
-        assert!(!verify(&key, &Signed { mac: "zz".into(), body: s.body }));
+        assert!(!verify(
+            &key,
+            &Signed {
+                mac: "zz".into(),
+                body: s.body
+            }
+        ));
     }
 
     #[test]
@@ -109,6 +125,14 @@ mod tests {
         assert_eq!(decode_hex("00ABff"), Some(vec![0, 0xab, 0xff]));
         assert_eq!(decode_hex("abc"), None);
         assert_eq!(decode_hex("zz"), None);
-        assert_eq!(mac_key("not-hex"), b"not-hex".to_vec());
+        assert_eq!(mac_key("abcd"), b"abcd".to_vec());
+    }
+
+    #[test]
+    fn online_flag_is_signed() {
+        let key = mac_key("feed");
+        let s: Signed = serde_json::from_slice(&online_payload(&key, false)).unwrap();
+        assert_eq!(s.body, "false");
+        assert!(verify(&key, &s));
     }
 }

@@ -115,6 +115,12 @@ impl ControlPlane {
             .args(["control", "--data-dir"])
             .arg(self.data_dir())
             .args(["--api-addr", &format!("127.0.0.1:{}", self.port)])
+            // Parallel tests must not fight over MQTT's 1883.
+            .args(if self.extra.iter().any(|a| a.starts_with("--mqtt")) {
+                &[][..]
+            } else {
+                &["--mqtt-addr", "127.0.0.1:0"][..]
+            })
             .args(&self.extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

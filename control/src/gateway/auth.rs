@@ -69,7 +69,9 @@ pub fn valid_node_name(name: &str) -> bool {
 
 /// Whether a node secret is acceptable: 64 or more lowercase hex digits.
 pub fn valid_node_secret(s: &str) -> bool {
-    s.len() >= 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() >= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// The Secret holding `node`'s secret.
@@ -115,8 +117,13 @@ pub enum Refusal {
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Refusal::BadUsername => f.write_str("the username is not a valid node name (a DNS-1123 subdomain)"),
-            Refusal::Token(e) => write!(f, "neither the node's registered secret nor a valid join token: {e}"),
+            Refusal::BadUsername => {
+                f.write_str("the username is not a valid node name (a DNS-1123 subdomain)")
+            }
+            Refusal::Token(e) => write!(
+                f,
+                "neither the node's registered secret nor a valid join token: {e}"
+            ),
             Refusal::Unavailable(e) => write!(f, "the store could not be read: {e}"),
         }
     }

@@ -59,11 +59,14 @@ pub fn target(pod: &Pod) -> Option<Topic> {
     }
     let node = pod.spec.node_name.as_deref()?;
     let (ns, name) = (pod.metadata.namespace(), pod.metadata.name());
-    [node, ns, name].iter().all(|s| valid_segment(s)).then(|| Topic::DesiredPod {
-        node: node.to_string(),
-        namespace: ns.to_string(),
-        name: name.to_string(),
-    })
+    [node, ns, name]
+        .iter()
+        .all(|s| valid_segment(s))
+        .then(|| Topic::DesiredPod {
+            node: node.to_string(),
+            namespace: ns.to_string(),
+            name: name.to_string(),
+        })
 }
 
 /// The message for `pod`, with the referenced objects that exist (missing
@@ -136,14 +139,23 @@ mod tests {
     #[test]
     fn finds_every_reference() {
         let r = references(&web().spec);
-        assert_eq!(r.config_maps.into_iter().collect::<Vec<_>>(), ["all-cm", "cfg", "env-cm"]);
-        assert_eq!(r.secrets.into_iter().collect::<Vec<_>>(), ["all-s", "env-s", "regcred", "tls"]);
+        assert_eq!(
+            r.config_maps.into_iter().collect::<Vec<_>>(),
+            ["all-cm", "cfg", "env-cm"]
+        );
+        assert_eq!(
+            r.secrets.into_iter().collect::<Vec<_>>(),
+            ["all-s", "env-s", "regcred", "tls"]
+        );
     }
 
     #[test]
     fn targets_bound_live_pods_only() {
         let p = web();
-        assert_eq!(target(&p).unwrap().name(), "shturman/v1/nodes/pi-1/pods/default/web");
+        assert_eq!(
+            target(&p).unwrap().name(),
+            "shturman/v1/nodes/pi-1/pods/default/web"
+        );
         let mut unbound = p.clone();
         unbound.spec.node_name = None;
         assert_eq!(target(&unbound), None);

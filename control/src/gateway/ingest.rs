@@ -72,11 +72,17 @@ impl Shared {
         let signed: Signed = parse(payload, what, node)?;
         let key = ObjectKey::new(SYSTEM_NAMESPACE, format!("{NODE_SECRET_PREFIX}{node}"));
         let Some(secret) = self.secrets.get(&key).and_then(|s| auth::secret_of(&s)) else {
-            tracing::warn!(node, "dropping a {what} from a node that has not joined (no node secret)");
+            tracing::warn!(
+                node,
+                "dropping a {what} from a node that has not joined (no node secret)"
+            );
             return None;
         };
         if !sign::verify(&signed, &secret) {
-            tracing::warn!(node, "dropping a {what} with a wrong signature (not from that node)");
+            tracing::warn!(
+                node,
+                "dropping a {what} with a wrong signature (not from that node)"
+            );
             return None;
         }
         Some(signed.body)
@@ -134,7 +140,8 @@ impl Shared {
         if !valid_node_secret(&req.node_secret) {
             return Err("the node secret must be 64 or more lowercase hex digits (32 random bytes)".into());
         }
-        let unavailable = |e: ApiError| format!("the control plane could not read its store ({e}); try again");
+        let unavailable =
+            |e: ApiError| format!("the control plane could not read its store ({e}); try again");
         if req.token.is_empty() {
             let known = auth::registered_secret(&self.client, node)
                 .await
@@ -161,7 +168,11 @@ impl Shared {
     async fn store_secret(&self, node: &str, secret: &str) -> Result<(), ApiError> {
         let mut obj = auth::node_secret_object(node, secret);
         let name = format!("{NODE_SECRET_PREFIX}{node}");
-        let written = match self.client.get::<shturman_api::core::Secret>(Some(SYSTEM_NAMESPACE), &name).await? {
+        let written = match self
+            .client
+            .get::<shturman_api::core::Secret>(Some(SYSTEM_NAMESPACE), &name)
+            .await?
+        {
             Some(old) if auth::secret_of(&old).as_deref() == Some(secret) => old,
             Some(old) => {
                 tracing::info!(node, "node joined again with a new secret; replacing the old one");
@@ -213,7 +224,10 @@ impl Shared {
         }
         for _ in 0..CONFLICT_RETRIES {
             let Some(mut current) = self.client.get::<Node>(None, node).await? else {
-                tracing::warn!(node, "heartbeat from a node without a Node object; the agent must join again");
+                tracing::warn!(
+                    node,
+                    "heartbeat from a node without a Node object; the agent must join again"
+                );
                 return Ok(());
             };
             let Some(status) = merge_heartbeat(current.status.as_ref(), &hb, Time(Utc::now())) else {
@@ -244,7 +258,9 @@ impl Shared {
                 Err(e) => return Err(e),
             }
         }
-        Err(ApiError::internal(format!("node {node} kept changing; heartbeat dropped")))
+        Err(ApiError::internal(format!(
+            "node {node} kept changing; heartbeat dropped"
+        )))
     }
 
     /// The last will: the node's link is gone. Ready becomes Unknown now, so
@@ -307,7 +323,9 @@ impl Shared {
                 Err(e) => return Err(e),
             }
         }
-        Err(ApiError::internal(format!("pod {key} kept changing; report dropped")))
+        Err(ApiError::internal(format!(
+            "pod {key} kept changing; report dropped"
+        )))
     }
 }
 
@@ -322,7 +340,11 @@ fn ready(status: Option<&NodeStatus>) -> Option<&NodeCondition> {
 pub fn merge_heartbeat(old: Option<&NodeStatus>, hb: &Heartbeat, now: Time) -> Option<NodeStatus> {
     let mut status = hb.status.clone();
     let beat = hb.sent_at.unwrap_or(now);
-    if !status.conditions.iter().any(|c| c.type_ == NodeConditionType::Ready) {
+    if !status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == NodeConditionType::Ready)
+    {
         status.conditions.push(NodeCondition {
             type_: NodeConditionType::Ready,
             status: ConditionStatus::True,
@@ -402,8 +424,15 @@ mod tests {
         let later = t("2026-05-01T12:00:15Z");
         let second = merge_heartbeat(Some(&first), &hb("2026-05-01T12:00:10Z"), later).unwrap();
         let r = second.condition(NodeConditionType::Ready).unwrap();
-        assert_eq!(r.last_transition_time, Some(now), "no transition while Ready stays True");
-        assert_eq!(merge_heartbeat(Some(&second), &hb("2026-05-01T11:59:00Z"), later), None);
+        assert_eq!(
+            r.last_transition_time,
+            Some(now),
+            "no transition while Ready stays True"
+        );
+        assert_eq!(
+            merge_heartbeat(Some(&second), &hb("2026-05-01T11:59:00Z"), later),
+            None
+        );
     }
 
     #[test]

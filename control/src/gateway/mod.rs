@@ -56,7 +56,10 @@ pub struct GatewayConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     #[error("cannot encode the desired pod {key}: {source}")]
-    Encode { key: ObjectKey, source: serde_json::Error },
+    Encode {
+        key: ObjectKey,
+        source: serde_json::Error,
+    },
     #[error("the MQTT client is gone: {0}")]
     Client(#[from] rumqttc::ClientError),
 }
@@ -179,11 +182,15 @@ fn watch_inputs(controller: &Controller, shared: &Arc<Shared>) {
     controller.watches(&shared.pods, |p: &Pod| vec![ObjectKey::of(p)]);
     let pods = shared.pods.clone();
     controller.watches(&shared.config_maps, move |cm: &ConfigMap| {
-        users(&pods, cm.metadata.namespace(), |r| r.config_maps.contains(cm.metadata.name()))
+        users(&pods, cm.metadata.namespace(), |r| {
+            r.config_maps.contains(cm.metadata.name())
+        })
     });
     let pods = shared.pods.clone();
     controller.watches(&shared.secrets, move |s: &Secret| {
-        users(&pods, s.metadata.namespace(), |r| r.secrets.contains(s.metadata.name()))
+        users(&pods, s.metadata.namespace(), |r| {
+            r.secrets.contains(s.metadata.name())
+        })
     });
 }
 
@@ -201,7 +208,11 @@ fn shard_of(node: &str, n: usize) -> usize {
     usize::try_from(h.finish() % (n.max(1) as u64)).unwrap_or(0)
 }
 
-async fn ingest_worker(shared: Arc<Shared>, mut rx: mpsc::Receiver<(Topic, bytes::Bytes)>, stop: CancellationToken) {
+async fn ingest_worker(
+    shared: Arc<Shared>,
+    mut rx: mpsc::Receiver<(Topic, bytes::Bytes)>,
+    stop: CancellationToken,
+) {
     loop {
         let msg = tokio::select! {
             m = rx.recv() => m,
@@ -247,11 +258,12 @@ async fn event_loop(
                     continue;
                 };
                 match &topic {
-                    Topic::DesiredPod {
-                        namespace, name, ..
-                    } => {
+                    Topic::DesiredPod { namespace, name, .. } => {
                         if !p.payload.is_empty() {
-                            shared.seen_retained(ObjectKey::new(namespace.clone(), name.clone()), p.topic.clone());
+                            shared.seen_retained(
+                                ObjectKey::new(namespace.clone(), name.clone()),
+                                p.topic.clone(),
+                            );
                         }
                     }
                     Topic::Joined { .. } => {}
@@ -295,7 +307,11 @@ impl Shared {
     /// A retained desired pod read back from the broker: remember the topic
     /// so the pod's next reconcile withdraws it if it is not wanted there.
     fn seen_retained(&self, key: ObjectKey, topic: String) {
-        self.published().entry(key.clone()).or_default().entry(topic).or_insert(0);
+        self.published()
+            .entry(key.clone())
+            .or_default()
+            .entry(topic)
+            .or_insert(0);
         self.queue.add(key);
     }
 
@@ -315,8 +331,16 @@ impl Shared {
             let ns = p.metadata.namespace().to_string();
             let d = desired::desired_pod(
                 p,
-                |n| self.config_maps.get(&ObjectKey::new(ns.clone(), n)).map(|c| (*c).clone()),
-                |n| self.secrets.get(&ObjectKey::new(ns.clone(), n)).map(|s| (*s).clone()),
+                |n| {
+                    self.config_maps
+                        .get(&ObjectKey::new(ns.clone(), n))
+                        .map(|c| (*c).clone())
+                },
+                |n| {
+                    self.secrets
+                        .get(&ObjectKey::new(ns.clone(), n))
+                        .map(|s| (*s).clone())
+                },
             );
             Some((topic, d))
         });
@@ -366,7 +390,10 @@ impl Shared {
                     .publish(topic.clone(), QoS::AtLeastOnce, true, bytes)
                     .await?;
             }
-            self.published().entry(key.clone()).or_default().insert(topic, hash);
+            self.published()
+                .entry(key.clone())
+                .or_default()
+                .insert(topic, hash);
         }
         if self.published().get(key).is_some_and(HashMap::is_empty) {
             self.published().remove(key);

@@ -35,10 +35,12 @@ pub fn verify(signed: &Signed, secret: &str) -> bool {
 
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
@@ -65,7 +67,10 @@ mod tests {
         t.body.push(' ');
         assert!(!verify(&t, "k1"));
         for bad in ["", "zz", "abc", &s.mac[..62]] {
-            let u = Signed { mac: bad.into(), body: s.body.clone() };
+            let u = Signed {
+                mac: bad.into(),
+                body: s.body.clone(),
+            };
             assert!(!verify(&u, "k1"), "{bad}");
         }
     }
@@ -74,6 +79,9 @@ mod tests {
     fn known_vector() {
         // RFC 4231 test case 2.
         let s = sign("what do ya want for nothing?".into(), "Jefe");
-        assert_eq!(s.mac, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+        assert_eq!(
+            s.mac,
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
     }
 }

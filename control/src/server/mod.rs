@@ -76,6 +76,8 @@ pub struct Running {
     router: Router,
     state: Arc<State>,
     manager: crate::manager::Manager,
+    /// The embedded broker (if any) and the gateway's way to the broker.
+    pub mqtt: crate::broker::Mqtt,
 }
 
 /// Opens the store, writes the admin config and binds the API.
@@ -113,7 +115,16 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     })?;
     let state = State::new(store, token);
     state.ensure_default_namespace().await?;
-    let manager = crate::manager::Manager::start(state.clone(), &config.controllers);
+    let client = crate::client::Client::new(state.clone());
+    crate::tokens::ensure_system_namespace(&client)
+        .await
+        .map_err(|e| Error::Namespace {
+            namespace: crate::tokens::SYSTEM_NAMESPACE.into(),
+            message: e.to_string(),
+        })?;
+    let mqtt = crate::broker::setup(&config.mqtt, client).await?;
+    let manager =
+        crate::manager::Manager::start_with(state.clone(), &config.controllers, mqtt.gateway.clone());
     let router = router(state.clone());
     tracing::info!(%url, admin_conf = %admin_conf.display(), "API server ready");
     Ok(Running {
@@ -123,6 +134,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         router,
         state,
         manager,
+        mqtt,
     })
 }
 
@@ -140,6 +152,9 @@ impl Running {
         });
         let served = serve.await.map_err(Error::Serve);
         self.manager.shutdown().await;
+        if let Some(b) = self.mqtt.broker {
+            b.shutdown().await;
+        }
         // Every acknowledged write is on disk before the process goes.
         let closed = self.state.store.close().await.map_err(Error::Store);
         served.and(closed)

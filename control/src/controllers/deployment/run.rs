@@ -11,7 +11,7 @@
 //! then each write's answer), as do ReplicaSet updates (the planner's
 //! `resource_version`): a conflict fails the pass, which is retried with
 //! back-off on fresher caches. Before a pass ends it waits until the caches
-//! show its writes (see [`Written`]), so the next pass never creates a
+//! show its writes (see `replicaset::run::Written`), so the next pass never creates a
 //! ReplicaSet twice or scales from a stale size.
 //!
 //! A hash collision (creating the new ReplicaSet finds another object under

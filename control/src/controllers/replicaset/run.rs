@@ -13,31 +13,31 @@
 //! their revision, deleted ones by their absence), so the next pass never
 //! plans from a cache that misses its own pods and creates duplicates.
 //!
-//! The pieces the Deployment executor shares ([`OwnerIndex`], [`Written`])
-//! live here too.
+//! The pieces the Deployment executor shares live in the submodules:
+//! `index` (pods by controller uid) and `written` (read-your-writes).
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, PoisonError, RwLock};
+mod index;
+mod written;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
 use shturman_api::apps::{ReplicaSet, ReplicaSetStatus};
 use shturman_api::core::Pod;
-use shturman_api::meta::{Object, ObjectMeta, OwnerReference};
-use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::watch;
+use shturman_api::meta::{ObjectMeta, OwnerReference};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::{Action as Planned, BURST_REPLICAS, OwnerChange, RandomSuffix, plan};
 use crate::client::Client;
 use crate::controllers::EventRecord;
-use crate::runtime::{Action, Change, Clock, Controller, Informer, ObjectKey, Recorder};
+use crate::runtime::{Action, Clock, Controller, Informer, ObjectKey, Recorder};
 use crate::server::error::ApiError;
-use crate::store::Revision;
 
-/// How long a pass waits for the informers to show its own writes.
-pub(crate) const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) use self::index::OwnerIndex;
+pub(crate) use self::written::{Written, revision_of};
+
 /// How long a pass waits for an owner index to catch up with its informer
 /// before falling back to a namespace scan.
 const INDEX_CATCH_UP: Duration = Duration::from_secs(1);
@@ -512,248 +512,6 @@ pub(crate) fn owner_patch(meta: &ObjectMeta, refs: &[OwnerReference]) -> serde_j
     })
 }
 
-/// The revision an object was read or written at.
-pub(crate) fn revision_of(meta: &ObjectMeta) -> Option<Revision> {
-    meta.resource_version.as_deref().and_then(|v| v.parse().ok())
-}
-
-/// What a pass wrote of one kind, to wait for before it ends.
-pub(crate) struct Written<T> {
-    /// The highest revision written (0: none).
-    revision: Revision,
-    /// Objects deleted: their keys and uids.
-    gone: Vec<(ObjectKey, Option<String>)>,
-    _kind: std::marker::PhantomData<fn() -> T>,
-}
-
-impl<T> Default for Written<T> {
-    fn default() -> Self {
-        Written {
-            revision: 0,
-            gone: Vec::new(),
-            _kind: std::marker::PhantomData,
-        }
-    }
-}
-
-impl<T: Object + Send + Sync + 'static> Written<T> {
-    /// Notes a created or updated object, as the API returned it.
-    pub(crate) fn wrote(&mut self, obj: &T) {
-        if let Some(rev) = revision_of(obj.metadata()) {
-            self.revision = self.revision.max(rev);
-        }
-    }
-
-    /// Notes a deleted object.
-    pub(crate) fn deleted(&mut self, key: ObjectKey, uid: Option<String>) {
-        self.gone.push((key, uid));
-    }
-
-    /// Waits (up to [`SETTLE_TIMEOUT`]) until `informer` shows every write:
-    /// its revision reached, each deleted object gone (or terminating, or
-    /// replaced by another uid). Whether it got there.
-    pub(crate) async fn settle(&self, informer: &Informer<T>) -> bool {
-        let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
-        let mut changes = informer.subscribe();
-        if self.revision > 0 && !informer.wait_seen(self.revision, SETTLE_TIMEOUT).await {
-            return false;
-        }
-        let mut pending: Vec<&(ObjectKey, Option<String>)> = self.gone.iter().collect();
-        loop {
-            pending.retain(|(key, uid)| {
-                informer.get(key).is_some_and(|o| {
-                    let m = o.metadata();
-                    m.deletion_timestamp.is_none() && (uid.is_none() || m.uid == *uid)
-                })
-            });
-            if pending.is_empty() {
-                return true;
-            }
-            match tokio::time::timeout_at(deadline, changes.recv()).await {
-                Err(_) | Ok(Err(RecvError::Closed)) => return false,
-                Ok(Ok(_) | Err(RecvError::Lagged(_))) => {}
-            }
-        }
-    }
-}
-
-/// Where an object sits in an [`OwnerIndex`]: namespace and controller uid
-/// (empty for none).
-type Bucket = (String, String);
-
-#[derive(Default)]
-struct IndexState {
-    buckets: HashMap<Bucket, BTreeSet<String>>,
-    bucket_of: HashMap<ObjectKey, Bucket>,
-    /// Changes at or below this revision are already in a rebuild.
-    floor: Revision,
-}
-
-impl IndexState {
-    fn put(&mut self, key: ObjectKey, bucket: Option<Bucket>) {
-        if let Some(old) = self.bucket_of.remove(&key)
-            && let Some(names) = self.buckets.get_mut(&old)
-        {
-            names.remove(&key.name);
-            if names.is_empty() {
-                self.buckets.remove(&old);
-            }
-        }
-        if let Some(bucket) = bucket {
-            self.buckets
-                .entry(bucket.clone())
-                .or_default()
-                .insert(key.name.clone());
-            self.bucket_of.insert(key, bucket);
-        }
-    }
-}
-
-fn bucket_of(meta: &ObjectMeta) -> Bucket {
-    let owner = meta.controller_ref().map(|r| r.uid.clone()).unwrap_or_default();
-    (meta.namespace().to_string(), owner)
-}
-
-/// An index of one informer's objects by namespace and controller uid, kept
-/// up to date from its changes, so a pass finds a set's pods without
-/// scanning the namespace. Lookups check each object against the cache; a
-/// lookup first waits for the index to catch up with the informer and scans
-/// the namespace if it does not in time.
-pub(crate) struct OwnerIndex<T> {
-    state: Arc<RwLock<IndexState>>,
-    seen: watch::Sender<Revision>,
-    _kind: std::marker::PhantomData<fn() -> T>,
-}
-
-impl<T> Clone for OwnerIndex<T> {
-    fn clone(&self) -> Self {
-        OwnerIndex {
-            state: self.state.clone(),
-            seen: self.seen.clone(),
-            _kind: std::marker::PhantomData,
-        }
-    }
-}
-
-impl<T: Object + Send + Sync + 'static> OwnerIndex<T> {
-    /// Starts indexing `informer`; the task ends when `stop` is cancelled.
-    pub(crate) fn start(informer: &Informer<T>, stop: CancellationToken) -> (OwnerIndex<T>, JoinHandle<()>) {
-        let index = OwnerIndex {
-            state: Arc::default(),
-            seen: watch::channel(0).0,
-            _kind: std::marker::PhantomData,
-        };
-        let task = tokio::spawn(index.clone().follow(informer.clone(), stop));
-        (index, task)
-    }
-
-    async fn follow(self, informer: Informer<T>, stop: CancellationToken) {
-        // Subscribe before the first rebuild so no change falls in between.
-        let mut changes = informer.subscribe();
-        tokio::select! {
-            () = informer.wait_synced() => {}
-            () = stop.cancelled() => return,
-        }
-        self.rebuild(&informer);
-        loop {
-            let change = tokio::select! {
-                c = changes.recv() => c,
-                () = stop.cancelled() => return,
-            };
-            match change {
-                Ok(Change::Applied(o)) => self.apply(&o, false),
-                Ok(Change::Deleted(o)) => self.apply(&o, true),
-                Ok(Change::Resynced) | Err(RecvError::Lagged(_)) => self.rebuild(&informer),
-                Err(RecvError::Closed) => return,
-            }
-        }
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, IndexState> {
-        self.state.write().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn rebuild(&self, informer: &Informer<T>) {
-        // The cache holds at least what `revision` says once it says so.
-        let revision = informer.revision();
-        let objects = informer.list();
-        let mut state = IndexState {
-            floor: revision,
-            ..IndexState::default()
-        };
-        for o in &objects {
-            state.put(ObjectKey::of(&**o), Some(bucket_of(o.metadata())));
-        }
-        *self.write() = state;
-        self.seen.send_if_modified(|s| {
-            let moved = *s < revision;
-            *s = (*s).max(revision);
-            moved
-        });
-    }
-
-    fn apply(&self, obj: &T, deleted: bool) {
-        let meta = obj.metadata();
-        let Some(revision) = revision_of(meta) else {
-            return;
-        };
-        {
-            let mut state = self.write();
-            if revision <= state.floor {
-                return;
-            }
-            let bucket = (!deleted).then(|| bucket_of(meta));
-            state.put(ObjectKey::of(obj), bucket);
-        }
-        self.seen.send_if_modified(|s| {
-            let moved = *s < revision;
-            *s = (*s).max(revision);
-            moved
-        });
-    }
-
-    /// The cached objects of `namespace` whose controller has `owner_uid`
-    /// (`""`: the orphans).
-    pub(crate) async fn owned(
-        &self,
-        informer: &Informer<T>,
-        namespace: &str,
-        owner_uid: &str,
-        catch_up: Duration,
-    ) -> Vec<Arc<T>> {
-        let target = informer.revision();
-        let mut rx = self.seen.subscribe();
-        let caught_up = tokio::time::timeout(catch_up, rx.wait_for(|s| *s >= target))
-            .await
-            .is_ok_and(|r| r.is_ok());
-        let owned_by = |o: &T| o.metadata().controller_ref().map_or("", |r| r.uid.as_str()) == owner_uid;
-        if !caught_up {
-            tracing::debug!(
-                kind = T::KIND.name(),
-                "owner index behind its informer; scanning the namespace"
-            );
-            return informer
-                .list_in(namespace)
-                .into_iter()
-                .filter(|o| owned_by(o))
-                .collect();
-        }
-        let names: Vec<String> = {
-            let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
-            state
-                .buckets
-                .get(&(namespace.to_string(), owner_uid.to_string()))
-                .map(|n| n.iter().cloned().collect())
-                .unwrap_or_default()
-        };
-        names
-            .into_iter()
-            .filter_map(|n| informer.get(&ObjectKey::new(namespace, n)))
-            .filter(|o| owned_by(o))
-            .collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -801,19 +559,6 @@ mod tests {
         assert_eq!(deleted[0].2[0].message, "deleted c");
         assert!(matches!(&steps[3], Step::One(Planned::RequeueAfter(_))));
         assert!(matches!(&steps[4], Step::One(Planned::Event(e)) if e.message == "last"));
-    }
-
-    #[test]
-    fn index_state_moves_keys_between_owners_and_forgets_deleted_ones() {
-        let mut s = IndexState::default();
-        let key = ObjectKey::new("ns", "p");
-        let bucket = |owner: &str| ("ns".to_string(), owner.to_string());
-        s.put(key.clone(), Some(bucket("")));
-        s.put(key.clone(), Some(bucket("rs-1")));
-        assert!(!s.buckets.contains_key(&bucket("")), "empty buckets go");
-        assert!(s.buckets[&bucket("rs-1")].contains("p"));
-        s.put(key.clone(), None);
-        assert!(s.buckets.is_empty() && s.bucket_of.is_empty());
     }
 
     #[test]

@@ -1,0 +1,251 @@
+//! End-to-end tests of the edge agent: the real `shturman control` (with its
+//! embedded MQTT broker on a free loopback port) and real `shturman-agent`
+//! processes, each with its own node name and data dir.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+use shturman_e2e::{ControlPlane, binary, free_port, stderr, stdout, wait_for};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A running `shturman-agent`.
+struct Agent {
+    dir: PathBuf,
+    log: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Agent {
+    fn start(mqtt: &str, name: &str, token: &str, root: &Path) -> Result<Agent> {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir)?;
+        let args = vec![
+            "--mqtt-url".to_string(),
+            mqtt.to_string(),
+            "--token".into(),
+            token.into(),
+            "--node-name".into(),
+            name.into(),
+            "--data-dir".into(),
+            dir.join("data").display().to_string(),
+            "--labels".into(),
+            format!("test/agent={name}"),
+            "--heartbeat-interval".into(),
+            "1s".into(),
+        ];
+        let mut a = Agent {
+            log: dir.join("agent.log"),
+            dir,
+            args,
+            child: None,
+        };
+        a.spawn()?;
+        Ok(a)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let child = Command::new(binary("shturman-agent"))
+            .args(&self.args)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting shturman-agent")?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// SIGTERM, then wait for the exit.
+    fn terminate(&mut self) -> Result<ExitStatus> {
+        let mut c = self.child.take().context("agent not running")?;
+        Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status()?;
+        let status = wait_for("the agent to exit after SIGTERM", WAIT, || {
+            c.try_wait().ok().flatten()
+        })?;
+        Ok(status)
+    }
+
+    fn state(&self) -> Option<Value> {
+        let text = std::fs::read_to_string(self.dir.join("data").join("state.json")).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn control_plane() -> Result<(ControlPlane, String)> {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let cp = ControlPlane::start_with(&["--mqtt-addr", &addr])?;
+    Ok((cp, format!("mqtt://{addr}")))
+}
+
+fn token(cp: &ControlPlane) -> Result<String> {
+    let out = cp.cli(&["token", "create"]);
+    if !out.status.success() {
+        bail!("token create failed: {}", stderr(&out));
+    }
+    Ok(stdout(&out).trim().to_string())
+}
+
+/// The nodes as JSON items, by name.
+fn nodes(cp: &ControlPlane) -> Vec<Value> {
+    let out = cp.cli(&["get", "nodes", "-o", "json"]);
+    serde_json::from_slice::<Value>(&out.stdout)
+        .ok()
+        .and_then(|v| v["items"].as_array().cloned())
+        .unwrap_or_default()
+}
+
+fn is_ready(node: &Value) -> bool {
+    node["status"]["conditions"]
+        .as_array()
+        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+}
+
+#[test]
+fn two_agents_join_and_report_real_figures() -> Result<()> {
+    let (cp, mqtt) = control_plane()?;
+    let root = tempfile::tempdir()?;
+    let tok = token(&cp)?;
+    let a = Agent::start(&mqtt, "edge-a", &tok, root.path())?;
+    let b = Agent::start(&mqtt, "edge-b", &tok, root.path())?;
+    let ready = wait_for("both nodes Ready", WAIT, || {
+        let ns = nodes(&cp);
+        let ready: Vec<Value> = ns.into_iter().filter(is_ready).collect();
+        (ready.len() == 2).then_some(ready)
+    })
+    .with_context(|| {
+        format!(
+            "agent logs:\n{}\n{}\ncontrol:\n{}",
+            a.log_text(),
+            b.log_text(),
+            cp.log_text()
+        )
+    })?;
+    for n in &ready {
+        let name = n["metadata"]["name"].as_str().unwrap_or_default();
+        let labels = &n["metadata"]["labels"];
+        let arch = labels["kubernetes.io/arch"].as_str().unwrap_or_default();
+        assert!(["amd64", "arm64", "arm"].contains(&arch), "{name}: arch {arch:?}");
+        assert_eq!(labels["kubernetes.io/hostname"], name);
+        assert_eq!(labels["test/agent"], name);
+        let cap = &n["status"]["capacity"];
+        let cpu = cap["cpu"].as_str().unwrap_or("0");
+        assert!(cpu != "0" && !cpu.is_empty(), "{name}: cpu {cpu:?}");
+        let mem = cap["memory"].as_str().unwrap_or("0");
+        assert!(mem != "0" && !mem.is_empty(), "{name}: memory {mem:?}");
+        assert_eq!(cap["pods"], "110");
+        assert_eq!(n["status"]["nodeInfo"]["architecture"], arch);
+        let handlers = n["status"]["runtimeHandlers"].to_string();
+        assert!(handlers.contains("wasmtime"), "{handlers}");
+    }
+    let wide = stdout(&cp.cli(&["get", "nodes", "-o", "wide"]));
+    for name in ["edge-a", "edge-b"] {
+        let line = wide.lines().find(|l| l.starts_with(name)).context(wide.clone())?;
+        assert!(line.contains(" Ready "), "{line}");
+        assert!(
+            ["amd64", "arm64", "arm"].iter().any(|a| line.contains(a)),
+            "{line}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn a_wrong_token_is_refused_with_exit_code_2() -> Result<()> {
+    let (cp, mqtt) = control_plane()?;
+    let root = tempfile::tempdir()?;
+    let mut a = Agent::start(&mqtt, "edge-bad", "abcdef.0123456789abcdef", root.path())?;
+    let mut child = a.child.take().context("child")?;
+    let status = wait_for("the agent to give up", WAIT, || child.try_wait().ok().flatten())?;
+    let log = a.log_text();
+    assert_eq!(status.code(), Some(2), "{log}");
+    assert!(log.contains("refused the join token"), "{log}");
+    assert!(log.contains("shturman token create"), "{log}");
+    assert!(nodes(&cp).is_empty());
+    Ok(())
+}
+
+#[test]
+fn an_agent_restarted_without_its_control_plane_resumes_its_journal() -> Result<()> {
+    let (mut cp, mqtt) = control_plane()?;
+    let root = tempfile::tempdir()?;
+    let tok = token(&cp)?;
+    let mut a = Agent::start(&mqtt, "edge-j", &tok, root.path())?;
+    wait_for("edge-j Ready", WAIT, || {
+        nodes(&cp).iter().any(is_ready).then_some(())
+    })
+    .with_context(|| a.log_text())?;
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: hello\nspec:\n  nodeName: edge-j\n  \
+               containers:\n  - name: main\n    image: file:///opt/hello.wasm\n";
+    let out = cp.cli_stdin(&["apply", "-f", "-"], Some(pod));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pending_reason = |cp: &ControlPlane| {
+        let out = cp.cli(&["get", "pod", "hello", "-o", "json"]);
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let s = &v["status"]["containerStatuses"][0]["state"]["waiting"]["reason"];
+        s.as_str().map(str::to_string)
+    };
+    let reason = wait_for("the pod's status from the agent", WAIT, || pending_reason(&cp))
+        .with_context(|| a.log_text())?;
+    assert_eq!(reason, "RuntimeUnavailable");
+
+    // Control plane gone; agent restarted: it resumes the pod from its journal.
+    cp.kill9()?;
+    let status = a.terminate()?;
+    assert!(status.success(), "SIGTERM exit: {status}");
+    a.spawn()?;
+    let state = wait_for("the restarted agent's state", WAIT, || {
+        a.state()
+            .filter(|s| s["epoch"] == 2 && s["pods"].as_array().is_some_and(|p| !p.is_empty()))
+    })
+    .with_context(|| a.log_text())?;
+    assert_eq!(state["journalPods"], 1);
+    assert_eq!(state["connected"], false);
+    assert_eq!(state["pods"][0]["name"], "hello");
+    assert_eq!(state["pods"][0]["reason"], "RuntimeUnavailable");
+    assert!(
+        a.log_text().contains("loaded the journal pods=1"),
+        "{}",
+        a.log_text()
+    );
+
+    // The link returns: the same pod comes back retained, and nothing restarts.
+    cp.spawn()?;
+    wait_for("the agent to reconnect", WAIT, || {
+        a.state().filter(|s| s["connected"] == true)
+    })
+    .with_context(|| a.log_text())?;
+    wait_for("edge-j Ready again", WAIT, || {
+        nodes(&cp).iter().any(is_ready).then_some(())
+    })?;
+    let log = a.log_text();
+    assert!(!log.contains("replaced pod"), "{log}");
+    assert_eq!(log.matches("started pod default/hello").count(), 2, "{log}");
+    Ok(())
+}
