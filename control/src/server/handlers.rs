@@ -315,6 +315,25 @@ impl State {
             )));
         }
         let wanted = object::resource_version_of(&new)?;
+        self.rewrite(kind, ns, name, wanted, status_only, |_| Ok(new.clone()))
+            .await
+    }
+
+    /// The read-modify-write under every update and patch: reads the object,
+    /// checks the wanted version, builds the new state from the stored one
+    /// with `build`, keeps server-owned fields (`prepare_update`), and writes
+    /// it only over the version it read — or deletes it, when the write
+    /// removes the last finalizer of an object being deleted. Without a
+    /// wanted version, a race with another writer is retried.
+    async fn rewrite(
+        &self,
+        kind: Kind,
+        ns: Option<&str>,
+        name: &str,
+        wanted: Option<Revision>,
+        status_only: bool,
+        build: impl Fn(&Value) -> Result<Value, ApiError>,
+    ) -> Result<Value, ApiError> {
         let k = key(kind, ns, name);
         loop {
             let current = self
@@ -337,27 +356,22 @@ impl State {
                 ));
             }
             let old = materialize(&current)?;
-            let mut merged = object::prepare_update(kind, &old, new.clone(), status_only)?;
-            if object::deletion_finished(&merged) {
-                match self.store.delete(&k, Some(current.revision)).await {
-                    Ok((rev, _)) => {
-                        object::set_resource_version(&mut merged, rev);
-                        return Ok(merged);
-                    }
-                    Err(StoreError::Conflict { .. }) if wanted.is_none() => continue,
-                    Err(e) => return Err(ApiError::from_store(e, kind, name)),
-                }
-            }
-            match self
-                .store
-                .update(&k, encode(&merged)?, Some(current.revision))
-                .await
-            {
+            let mut merged = object::prepare_update(kind, &old, build(&old)?, status_only)?;
+            let written = if object::deletion_finished(&merged) {
+                self.store
+                    .delete(&k, Some(current.revision))
+                    .await
+                    .map(|(rev, _)| rev)
+            } else {
+                self.store
+                    .update(&k, encode(&merged)?, Some(current.revision))
+                    .await
+            };
+            match written {
                 Ok(rev) => {
                     object::set_resource_version(&mut merged, rev);
                     return Ok(merged);
                 }
-                // Unconditional update raced with another writer: read again.
                 Err(StoreError::Conflict { .. }) if wanted.is_none() => continue,
                 Err(e) => return Err(ApiError::from_store(e, kind, name)),
             }
@@ -391,24 +405,7 @@ impl State {
             return Err(ApiError::bad_request("a merge patch must be a JSON object"));
         }
         let wanted = object::resource_version_of(patch)?;
-        let k = key(kind, ns, name);
-        loop {
-            let current = self
-                .store
-                .get(&k)
-                .await
-                .map_err(|e| ApiError::from_store(e, kind, name))?
-                .ok_or_else(|| ApiError::not_found(kind, name))?;
-            if let Some(w) = wanted
-                && w != current.revision
-            {
-                return Err(ApiError::conflict(
-                    kind,
-                    name,
-                    "the object has been modified; please apply your changes to the latest version and try again",
-                ));
-            }
-            let old = materialize(&current)?;
+        self.rewrite(kind, ns, name, wanted, status_only, |old| {
             let mut patched = old.clone();
             object::merge_patch(&mut patched, patch);
             object::strip_resource_version(&mut patched);
@@ -417,31 +414,9 @@ impl State {
                     "a patch may not change metadata.name or metadata.namespace",
                 ));
             }
-            let checked = revalidate(kind, patched)?;
-            let mut merged = object::prepare_update(kind, &old, checked, status_only)?;
-            if object::deletion_finished(&merged) {
-                match self.store.delete(&k, Some(current.revision)).await {
-                    Ok((rev, _)) => {
-                        object::set_resource_version(&mut merged, rev);
-                        return Ok(merged);
-                    }
-                    Err(StoreError::Conflict { .. }) if wanted.is_none() => continue,
-                    Err(e) => return Err(ApiError::from_store(e, kind, name)),
-                }
-            }
-            match self
-                .store
-                .update(&k, encode(&merged)?, Some(current.revision))
-                .await
-            {
-                Ok(rev) => {
-                    object::set_resource_version(&mut merged, rev);
-                    return Ok(merged);
-                }
-                Err(StoreError::Conflict { .. }) if wanted.is_none() => continue,
-                Err(e) => return Err(ApiError::from_store(e, kind, name)),
-            }
-        }
+            revalidate(kind, patched)
+        })
+        .await
     }
 
     /// DELETE of one object. Without finalizers it goes at once and its last
