@@ -3,8 +3,10 @@
 # Debian packages (only those missing) and Rust components. Idempotent.
 set -euo pipefail
 
-# Debian packages the build and the end-to-end tests use.
-PACKAGES=(gcc pkg-config)
+# Debian packages the build and the end-to-end tests use. mosquitto: the
+# end-to-end suite runs one scenario against a real Mosquitto, which the
+# test harness starts itself on free loopback ports.
+PACKAGES=(gcc pkg-config mosquitto)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -15,6 +17,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+  # The package starts a system-wide broker on 127.0.0.1:1883, the port
+  # `shturman control` and `shturman up` embed theirs on by default. The
+  # tests start their own Mosquitto: keep the service off if we installed it.
+  if [[ " ${missing[*]} " == *" mosquitto "* ]] && command -v systemctl >/dev/null \
+    && [ -d /run/systemd/system ]; then
+    $SUDO systemctl disable --now mosquitto >/dev/null 2>&1 || true
+  fi
 fi
 
 if ! command -v cargo >/dev/null; then

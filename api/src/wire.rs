@@ -11,6 +11,7 @@
 //! |---|---|---|---|
 //! | `nodes/{node}/status` | agent → cp | yes | [`Heartbeat`] |
 //! | `nodes/{node}/online` | agent → cp | yes | `true` / `false` (the last will) |
+//! | `nodes/{node}/podset` | cp → agent | yes (QoS 1) | [`PodSet`]: the node's complete desired set |
 //! | `nodes/{node}/pods/{ns}/{name}` | cp → agent | yes | [`DesiredPod`]; empty deletes |
 //! | `nodes/{node}/podstatus/{ns}/{name}` | agent → cp | no (QoS 1) | [`PodReport`] |
 //! | `nodes/{node}/join` | agent → cp | no (QoS 1) | [`JoinRequest`] |
@@ -105,6 +106,53 @@ pub struct DesiredPod {
     pub secrets: Vec<Secret>,
 }
 
+/// The complete set of pods a node must run, retained on
+/// `nodes/{node}/podset`: the level-triggered answer to "which of my pods
+/// were deleted while I was away?" even after the broker lost every retained
+/// message and session. An agent drops each pod it holds that is not in the
+/// set (by uid), provided the set is at least as new as the pod it holds
+/// ([`PodSet::covers`]); it waits for the `pods/…` message of each pod in
+/// the set it does not hold yet.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSet {
+    /// The control plane's store revision the set was computed at (or
+    /// later): every pod change up to it is reflected. Compared with a held
+    /// pod's `metadata.resourceVersion`, so a set that was computed before a
+    /// pod was created (and arrives late, or was retained before it) never
+    /// removes that pod. 0: unknown (covers only pods without a version).
+    #[serde(default)]
+    pub revision: u64,
+    /// The pods, sorted by namespace and name.
+    #[serde(default)]
+    pub pods: Vec<PodRef>,
+}
+
+/// One pod of a [`PodSet`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodRef {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+}
+
+impl PodSet {
+    /// Whether the set holds the pod `namespace/name` with this `uid`.
+    pub fn contains(&self, namespace: &str, name: &str, uid: &str) -> bool {
+        self.pods
+            .iter()
+            .any(|p| p.namespace == namespace && p.name == name && p.uid == uid)
+    }
+
+    /// Whether the set is authoritative about a pod at `resource_version`:
+    /// it was computed at or after that version. An unparsable or missing
+    /// version counts as 0 (covered by any set).
+    pub fn covers(&self, resource_version: Option<&str>) -> bool {
+        resource_version.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) <= self.revision
+    }
+}
+
 /// An agent's report of one pod's state.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -166,6 +214,9 @@ pub enum Topic {
     NodeOnline {
         node: String,
     },
+    PodSet {
+        node: String,
+    },
     DesiredPod {
         node: String,
         namespace: String,
@@ -190,6 +241,7 @@ impl Topic {
         match self {
             Topic::NodeStatus { node } => format!("{PREFIX}/nodes/{node}/status"),
             Topic::NodeOnline { node } => format!("{PREFIX}/nodes/{node}/online"),
+            Topic::PodSet { node } => format!("{PREFIX}/nodes/{node}/podset"),
             Topic::DesiredPod {
                 node,
                 namespace,
@@ -219,6 +271,7 @@ impl Topic {
             ["nodes", node, "online"] => Some(Topic::NodeOnline { node: s(node) }),
             ["nodes", node, "join"] => Some(Topic::Join { node: s(node) }),
             ["nodes", node, "joined"] => Some(Topic::Joined { node: s(node) }),
+            ["nodes", node, "podset"] => Some(Topic::PodSet { node: s(node) }),
             ["nodes", node, "pods", ns, name] => Some(Topic::DesiredPod {
                 node: s(node),
                 namespace: s(ns),
@@ -241,6 +294,7 @@ impl Topic {
             | Topic::NodeOnline { node }
             | Topic::Join { node }
             | Topic::Joined { node }
+            | Topic::PodSet { node }
             | Topic::DesiredPod { node, .. }
             | Topic::PodStatus { node, .. } => Some(node),
         }
@@ -262,9 +316,10 @@ pub fn agents_filter() -> [String; 4] {
     ]
 }
 
-/// Filters for everything one node's agent must hear.
-pub fn node_filters(node: &str) -> [String; 2] {
+/// Filters for everything one node's agent must hear (the pod set first).
+pub fn node_filters(node: &str) -> [String; 3] {
     [
+        format!("{PREFIX}/nodes/{node}/podset"),
         format!("{PREFIX}/nodes/{node}/pods/+/+"),
         format!("{PREFIX}/nodes/{node}/joined"),
     ]
@@ -281,6 +336,7 @@ mod tests {
             Topic::NodeOnline { node: "pi-1".into() },
             Topic::Join { node: "pi-1".into() },
             Topic::Joined { node: "pi-1".into() },
+            Topic::PodSet { node: "pi-1".into() },
             Topic::DesiredPod {
                 node: "pi-1".into(),
                 namespace: "default".into(),
@@ -299,6 +355,32 @@ mod tests {
         assert_eq!(Topic::parse("shturman/v1/nodes/+/status"), None);
         assert_eq!(Topic::parse("shturman/v1/nodes//status"), None);
         assert_eq!(Topic::parse("shturman/v1/nodes/a/b/c/d/e/f"), None);
+    }
+
+    #[test]
+    fn pod_sets_contain_by_uid_and_cover_older_versions() {
+        let set = PodSet {
+            revision: 40,
+            pods: vec![PodRef {
+                namespace: "default".into(),
+                name: "web".into(),
+                uid: "u1".into(),
+            }],
+        };
+        assert!(set.contains("default", "web", "u1"));
+        assert!(!set.contains("default", "web", "u2"));
+        assert!(!set.contains("prod", "web", "u1"));
+        assert!(set.covers(Some("40")));
+        assert!(set.covers(Some("7")));
+        assert!(set.covers(None));
+        assert!(set.covers(Some("junk")));
+        assert!(!set.covers(Some("41")));
+        let v = serde_json::to_value(&set).unwrap();
+        assert_eq!(v["pods"][0]["uid"], "u1");
+        assert_eq!(
+            serde_json::from_value::<PodSet>(serde_json::json!({})).unwrap(),
+            PodSet::default()
+        );
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub struct ConnArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run a one-node cluster: control plane, embedded MQTT broker and a local agent.
+    Up(UpArgs),
     /// Run the control plane: API server and store.
     Control(ControlArgs),
     /// Create or update objects from manifests.
@@ -101,6 +103,42 @@ pub struct ControlArgs {
     pub mqtt_url: Option<String>,
     /// How long a node may go without a heartbeat before it is NotReady
     /// (Unknown) and tainted unreachable.
+    #[arg(long, default_value = "40s", value_name = "DURATION", value_parser = crate::duration::parse_duration)]
+    pub node_monitor_grace_period: std::time::Duration,
+    /// How long pods wait for an unreachable or not-ready node before they
+    /// are evicted, unless their own tolerations say otherwise.
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    pub default_toleration_seconds: u32,
+}
+
+/// `shturman up`: `shturman control`'s flags (embedded broker only) plus
+/// the local agent's. Services (`--service-cidr`) are not there yet.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Where the store, admin.conf and the local agent's data (`<D>/agent`) live.
+    #[arg(long, default_value = "./shturman-data", value_name = "D")]
+    pub data_dir: PathBuf,
+    /// Address the API listens on.
+    #[arg(long, default_value = "127.0.0.1:7443", value_name = "A")]
+    pub api_addr: SocketAddr,
+    /// Address the embedded MQTT broker listens on (agents dial it); use
+    /// 0.0.0.0:1883 to let other machines join.
+    #[arg(long, default_value = "127.0.0.1:1883", value_name = "M")]
+    pub mqtt_addr: SocketAddr,
+    /// The local node's name (default: this machine's hostname, made DNS-1123-safe).
+    #[arg(long, value_name = "N")]
+    pub node_name: Option<String>,
+    /// containerd's socket; the local node offers OCI pods when it answers.
+    #[arg(long, value_name = "S")]
+    pub containerd_socket: Option<PathBuf>,
+    /// Extra labels for the local node, k=v,k2=v2.
+    #[arg(long, value_name = "K=V,…")]
+    pub labels: Option<String>,
+    /// Store backend.
+    #[arg(long, value_enum, default_value_t = StoreArg::Sled)]
+    pub store: StoreArg,
+    /// How long a node may go without a heartbeat before it is NotReady
+    /// (Unknown); the local agent heartbeats at a quarter of it (at most 10s).
     #[arg(long, default_value = "40s", value_name = "DURATION", value_parser = crate::duration::parse_duration)]
     pub node_monitor_grace_period: std::time::Duration,
     /// How long pods wait for an unreachable or not-ready node before they

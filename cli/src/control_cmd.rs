@@ -57,7 +57,7 @@ pub fn banner(url: &str, admin_conf: &Path, absolute: &Path, store: StoreArg) ->
 }
 
 /// Resolves when the process is asked to stop.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;

@@ -1,4 +1,5 @@
-//! The `shturman` command: the control plane (`control`) and the kubectl-like
+//! The `shturman` command: the all-in-one cluster (`up`), the control plane
+//! (`control`) and the kubectl-like
 //! client verbs (`apply`, `get`, `describe`, `delete`, `version`, `scale`,
 //! `rollout`, `cordon`, `uncordon`, `drain`).
 //!
@@ -33,6 +34,7 @@ mod scale;
 mod table;
 mod targets;
 mod token;
+mod up;
 mod value;
 mod version;
 mod watch;
@@ -86,10 +88,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         init_tracing("info,sled=warn,rumqttd=off");
         return control_cmd::run(args).await;
     }
+    if let Command::Up(args) = &cli.command {
+        init_tracing("info,sled=warn,rumqttd=off");
+        return up::run(args).await;
+    }
     init_tracing("warn");
     let client = client(&cli)?;
     match &cli.command {
-        Command::Control(_) => Ok(()),
+        Command::Control(_) | Command::Up(_) => Ok(()),
         Command::Apply(a) => apply::run(a, &client).await,
         Command::Get(a) => get::run(a, &client).await,
         Command::Describe(a) => describe::run(a, &client).await,

@@ -226,6 +226,21 @@ impl Agent {
         }
     }
 
+    /// Pod sets on `topic` until one passes `ok`.
+    async fn pod_set_until(
+        &mut self,
+        topic: &str,
+        ok: impl Fn(&wire::PodSet) -> bool,
+    ) -> Result<wire::PodSet> {
+        loop {
+            let p = self.next_on(topic).await?;
+            let s: wire::PodSet = serde_json::from_slice(&p.payload)?;
+            if ok(&s) {
+                return Ok(s);
+            }
+        }
+    }
+
     async fn publish(&self, topic: Topic, retain: bool, body: Vec<u8>) -> Result<()> {
         self.client
             .publish(topic.name(), QoS::AtLeastOnce, retain, body)
@@ -618,6 +633,14 @@ async fn desired_pods_and_pod_reports() -> Result<()> {
     })
     .await?;
 
+    // The node's pod set lists it (retained, for a node that comes later).
+    let set_topic = Topic::PodSet { node: "pi-1".into() }.name();
+    let mut sets = Agent::connect(cp.mqtt, "pi-1", &secret, std::slice::from_ref(&set_topic)).await?;
+    let set = sets
+        .pod_set_until(&set_topic, |s| s.contains("default", "web", &uid))
+        .await?;
+    assert!(set.revision > 0, "{set:?}");
+
     // Deleting the pod withdraws it: an empty retained payload.
     let (code, _) = cp
         .call(
@@ -633,8 +656,19 @@ async fn desired_pods_and_pod_reports() -> Result<()> {
             break;
         }
     }
+    // The pod set no longer lists it, and its revision covers the pod's.
+    let rv: u64 = d
+        .pod
+        .metadata
+        .resource_version
+        .as_deref()
+        .unwrap_or("0")
+        .parse()?;
+    let after = sets.pod_set_until(&set_topic, |s| s.pods.is_empty()).await?;
+    assert!(after.revision > rv, "{after:?} vs {rv}");
     // And nothing is retained for a newcomer.
-    let mut fresh = Agent::connect(cp.mqtt, "pi-1", &secret, &wire::node_filters("pi-1")).await?;
+    let pods_filter = format!("{}/nodes/pi-1/pods/+/+", wire::PREFIX);
+    let mut fresh = Agent::connect(cp.mqtt, "pi-1", &secret, &[pods_filter]).await?;
     let witness = Topic::DesiredPod {
         node: "pi-1".into(),
         namespace: "default".into(),

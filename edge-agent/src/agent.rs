@@ -1,6 +1,10 @@
 //! The agent's run loop: load identity and journal, resume the journalled
-//! pods, then serve the link — join, heartbeats, desired pods in, pod reports
-//! out — until the shutdown future resolves.
+//! pods, then serve the link — join, heartbeats, desired pods and the node's
+//! pod set in, pod reports out — until the shutdown future resolves.
+//!
+//! The pod set (`nodes/{node}/podset`) prunes the journal: a pod deleted
+//! while the node was away is dropped even when its withdrawal was lost
+//! (a restarted broker, a dropped session).
 //!
 //! Shutdown publishes `online = false`, disconnects and returns. Pods of
 //! in-process runtimes end with the process; pods of out-of-process runtimes
@@ -12,7 +16,7 @@ use std::time::Duration;
 
 use rumqttc::ConnectReturnCode;
 use shturman_api::meta::Time;
-use shturman_api::wire::{DesiredPod, JoinRequest, JoinResult, PodReport, Stamp, Topic};
+use shturman_api::wire::{DesiredPod, JoinRequest, JoinResult, PodReport, PodSet, Stamp, Topic};
 
 use crate::config::Config;
 use crate::facts::{self, Facts, HeartbeatInput};
@@ -20,7 +24,7 @@ use crate::identity::{Identity, IdentityError};
 use crate::journal::{Journal, JournalError};
 use crate::link::{Link, LinkEvent, online_topic};
 use crate::manager::PodManager;
-use crate::plan::PodKey;
+use crate::plan::{self, PodKey};
 use crate::runtime::Runtimes;
 use crate::sign;
 use crate::state::{AgentState, OfflineLog, PodState};
@@ -89,6 +93,9 @@ struct Agent {
     using_token: bool,
     /// Connections closed at CONNECT in a row.
     closed_at_connect: u32,
+    /// Revision of the newest pod set applied in this run (older ones,
+    /// delivered late, are ignored).
+    podset_revision: u64,
 }
 
 /// Runs the agent until `shutdown` resolves or a fatal error.
@@ -148,6 +155,7 @@ pub async fn run(
         join,
         using_token,
         closed_at_connect: 0,
+        podset_revision: 0,
     };
     agent.reconcile().await;
     agent.write_state().await;
@@ -254,6 +262,9 @@ impl Agent {
                 }) if node == self.cfg.node_name => {
                     self.on_desired(PodKey::new(namespace, name), &payload, retain, link)
                         .await;
+                }
+                Some(Topic::PodSet { node }) if node == self.cfg.node_name => {
+                    self.on_pod_set(&payload, link).await;
                 }
                 _ => tracing::warn!(%topic, "message on an unexpected topic dropped"),
             },
@@ -383,6 +394,55 @@ impl Agent {
         .await;
         if let Err(e) = saved {
             tracing::error!(pod = %key, error = %e, "journal write failed; the pod will not survive a restart");
+        }
+        self.reconcile().await;
+        self.flush_reports(link);
+        self.write_state().await;
+    }
+
+    /// The node's complete desired set: drop every held pod it covers and
+    /// lacks (deleted, perhaps while this node was away); pods it lists that
+    /// are not here yet come on their own topics.
+    async fn on_pod_set(&mut self, payload: &[u8], link: &Link) {
+        if payload.is_empty() {
+            return;
+        }
+        let set = match serde_json::from_slice::<PodSet>(payload) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "malformed PodSet dropped");
+                return;
+            }
+        };
+        if set.revision < self.podset_revision {
+            tracing::debug!(
+                revision = set.revision,
+                newest = self.podset_revision,
+                "older pod set ignored"
+            );
+            return;
+        }
+        self.podset_revision = set.revision;
+        let drop = plan::outside_set(&set, self.manager.desired());
+        let awaited = plan::awaited(&set, self.manager.desired());
+        tracing::info!(
+            revision = set.revision,
+            pods = set.pods.len(),
+            dropping = drop.len(),
+            awaited = awaited.len(),
+            "pod set received"
+        );
+        if drop.is_empty() {
+            return;
+        }
+        for key in &drop {
+            tracing::info!(pod = %key, "dropping pod {key}: it is no longer in this node's pod set");
+            self.manager.set_desired(key.clone(), None);
+        }
+        let j = self.journal.clone();
+        let removed = blocking(move || drop.iter().try_for_each(|k| j.remove(k))).await;
+        if let Err(e) = removed {
+            tracing::error!(error = %e, "journal write failed; a dropped pod may come back after a restart");
         }
         self.reconcile().await;
         self.flush_reports(link);

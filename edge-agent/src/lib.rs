@@ -15,7 +15,8 @@
 //! - [`manager`]: applies plans through runtimes and tracks pod statuses;
 //! - [`link`]: the MQTT connection (rumqttc), reconnecting forever;
 //! - [`state`]: `<data-dir>/state.json` and the offline log;
-//! - [`agent`]: the run loop tying them together.
+//! - [`agent`]: the run loop tying them together;
+//! - [`wasm`]: the Wasm runtime (wasmtime, feature `wasm`) and its pure parts.
 
 pub mod agent;
 pub mod config;
@@ -29,6 +30,7 @@ pub mod plan;
 pub mod runtime;
 pub mod sign;
 pub mod state;
+pub mod wasm;
 
 pub use agent::{AgentError, run};
 pub use config::Config;

@@ -6,7 +6,10 @@
 //! Session: client id = node name, username = node name, password = the join
 //! token until joined and the node secret after; `clean_session = false` so a
 //! broker that keeps sessions queues the deletions published while the node
-//! was away. Last will: `nodes/{node}/online` = `false`, retained.
+//! was away (a broker that lost the session, or was restarted, cannot: the
+//! retained pod set covers that). Subscriptions, made on every connect: the
+//! pod set, the desired pods, the join answer. Last will:
+//! `nodes/{node}/online` = `false`, retained.
 
 use std::time::Duration;
 

@@ -4,13 +4,17 @@
 //!
 //! A pod is unchanged when it has the same uid and the same spec hash: a new
 //! resourceVersion (a status write, a label change) restarts nothing.
+//!
+//! A node's [`PodSet`] prunes the desired set: [`outside_set`] says which
+//! held pods were deleted (perhaps while the node was away), [`awaited`]
+//! which listed pods have not arrived yet.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use sha2::{Digest, Sha256};
 use shturman_api::core::Pod;
-use shturman_api::wire::DesiredPod;
+use shturman_api::wire::{DesiredPod, PodSet};
 
 use crate::sign::encode_hex;
 
@@ -104,6 +108,32 @@ pub fn plan(desired: &BTreeMap<PodKey, DesiredPod>, actual: &BTreeMap<PodKey, Ru
     stops.into_iter().chain(replaces).chain(starts).collect()
 }
 
+/// The held pods `set` says to drop: not listed with their uid, and not
+/// newer than the set (a set computed before a pod was sent to the node
+/// says nothing about it; the next set will).
+pub fn outside_set(set: &PodSet, held: &BTreeMap<PodKey, DesiredPod>) -> Vec<PodKey> {
+    held.iter()
+        .filter(|(k, d)| {
+            let m = &d.pod.metadata;
+            let uid = m.uid.as_deref().unwrap_or_default();
+            !set.contains(&k.namespace, &k.name, uid) && set.covers(m.resource_version.as_deref())
+        })
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
+/// The pods `set` lists that the node does not hold (or holds with another
+/// uid): their own messages are still to come.
+pub fn awaited(set: &PodSet, held: &BTreeMap<PodKey, DesiredPod>) -> Vec<PodKey> {
+    set.pods
+        .iter()
+        .map(|r| PodKey::new(r.namespace.clone(), r.name.clone()))
+        .zip(&set.pods)
+        .filter(|(k, r)| held.get(k).and_then(|d| d.pod.metadata.uid.as_deref()) != Some(r.uid.as_str()))
+        .map(|(k, _)| k)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +218,70 @@ mod tests {
             vec![PodAction::Stop(key("a"))]
         );
         assert!(plan(&set(&[d]), &BTreeMap::new()).is_empty());
+    }
+
+    fn versioned(name: &str, uid: &str, rv: &str) -> DesiredPod {
+        let mut d = pod(name, uid, "x");
+        d.pod.metadata.resource_version = Some(rv.into());
+        d
+    }
+
+    fn pod_set(revision: u64, pods: &[(&str, &str)]) -> PodSet {
+        PodSet {
+            revision,
+            pods: pods
+                .iter()
+                .map(|(name, uid)| shturman_api::wire::PodRef {
+                    namespace: "default".into(),
+                    name: (*name).into(),
+                    uid: (*uid).into(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_pod_set_drops_what_it_covers_and_lacks() {
+        let held = set(&[
+            versioned("kept", "1", "10"),
+            versioned("deleted", "2", "11"),
+            versioned("reborn", "3", "12"),
+            versioned("newer-than-set", "4", "99"),
+        ]);
+        let ps = pod_set(50, &[("kept", "1"), ("reborn", "30"), ("coming", "5")]);
+        assert_eq!(
+            outside_set(&ps, &held),
+            vec![key("deleted"), key("reborn")],
+            "by uid; a pod newer than the set stays"
+        );
+        assert_eq!(awaited(&ps, &held), vec![key("reborn"), key("coming")]);
+        // The empty set of an up-to-date control plane drops everything it covers.
+        assert_eq!(outside_set(&pod_set(99, &[]), &held).len(), 4);
+        // A set listing everything drops nothing and waits for nothing.
+        let all = pod_set(
+            99,
+            &[
+                ("kept", "1"),
+                ("deleted", "2"),
+                ("reborn", "3"),
+                ("newer-than-set", "4"),
+            ],
+        );
+        assert!(outside_set(&all, &held).is_empty());
+        assert!(awaited(&all, &held).is_empty());
+        // With the drops applied, the plan stops exactly those pods.
+        let mut desired = held.clone();
+        for k in outside_set(&ps, &held) {
+            desired.remove(&k);
+        }
+        let actual: BTreeMap<PodKey, RunningPod> = held
+            .iter()
+            .map(|(k, d)| (k.clone(), RunningPod::of(&d.pod)))
+            .collect();
+        assert_eq!(
+            plan(&desired, &actual),
+            vec![PodAction::Stop(key("deleted")), PodAction::Stop(key("reborn"))]
+        );
     }
 
     #[test]

@@ -247,3 +247,260 @@ pub mod probe {
         buf.starts_with("HTTP/1.1 200")
     }
 }
+
+/// Kubernetes' name (`kubernetes.io/arch`) for the architecture these tests run on.
+pub fn kube_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "arm" => "arm",
+        other => other,
+    }
+}
+
+/// Opens (appending) a log file for a child's stdout and stderr.
+fn log_stdio(log: &Path) -> Result<(Stdio, Stdio)> {
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    Ok((file.try_clone()?.into(), file.into()))
+}
+
+/// Sends SIGTERM to `child` and waits for it to exit.
+pub fn terminate(child: &mut Child, timeout: Duration) -> Result<std::process::ExitStatus> {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .context("running kill -TERM")?;
+    if !status.success() {
+        bail!("kill -TERM {} failed: {status}", child.id());
+    }
+    wait_for("the process to exit after SIGTERM", timeout, || {
+        child.try_wait().ok().flatten()
+    })
+}
+
+/// A running `shturman up` (control plane, embedded broker, local agent) in
+/// its own temp dir, with the API and the broker on free loopback ports.
+pub struct Up {
+    pub dir: tempfile::TempDir,
+    /// The API's URL.
+    pub url: String,
+    /// The embedded broker's URL, for more agents.
+    pub mqtt_url: String,
+    args: Vec<String>,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Up {
+    /// Starts `shturman up --node-name <node>` (none: the hostname's) with
+    /// `extra` flags; waits until the API is ready and the banner is out.
+    pub fn start(node: Option<&str>, extra: &[&str]) -> Result<Up> {
+        let dir = tempfile::tempdir()?;
+        let api = free_port();
+        let mqtt = free_port();
+        let mut args: Vec<String> = vec!["up".into(), "--data-dir".into()];
+        args.push(dir.path().join("data").display().to_string());
+        args.extend(["--api-addr".into(), format!("127.0.0.1:{api}")]);
+        args.extend(["--mqtt-addr".into(), format!("127.0.0.1:{mqtt}")]);
+        if let Some(n) = node {
+            args.extend(["--node-name".into(), n.to_string()]);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut up = Up {
+            url: format!("http://127.0.0.1:{api}"),
+            mqtt_url: format!("mqtt://127.0.0.1:{mqtt}"),
+            log: dir.path().join("up.log"),
+            args,
+            child: None,
+            dir,
+        };
+        up.spawn()?;
+        Ok(up)
+    }
+
+    /// The data dir.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The admin kubeconfig `up` wrote.
+    pub fn admin_conf(&self) -> PathBuf {
+        self.data_dir().join("admin.conf")
+    }
+
+    /// (Re)starts the process on the same data dir and ports; waits for
+    /// /readyz and the banner's last line.
+    pub fn spawn(&mut self) -> Result<()> {
+        let banners = self.log_text().matches("Ctrl-C stops").count();
+        let (out, err) = log_stdio(&self.log)?;
+        let child = Command::new(binary("shturman"))
+            .args(&self.args)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .env_remove("SHTURMAN_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .context("starting shturman up")?;
+        self.child = Some(child);
+        wait_for("shturman up to print its banner", Duration::from_secs(60), || {
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                return Some(Err(anyhow::anyhow!(
+                    "shturman up exited early: {status}\n{}",
+                    self.log_text()
+                )));
+            }
+            (self.log_text().matches("Ctrl-C stops").count() > banners).then_some(Ok(()))
+        })??;
+        let url = format!("{}/readyz", self.url);
+        wait_for("the API to be ready", Duration::from_secs(30), || {
+            probe::blocking_get_ok(&url).then_some(())
+        })?;
+        Ok(())
+    }
+
+    /// SIGTERM, then wait for the exit.
+    pub fn terminate(&mut self) -> Result<std::process::ExitStatus> {
+        let mut c = self.child.take().context("shturman up is not running")?;
+        terminate(&mut c, Duration::from_secs(30))
+    }
+
+    /// What the process printed and logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Runs the `shturman` CLI against this cluster.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        run_cli(&self.admin_conf(), args, None)
+    }
+
+    /// Runs the CLI with `stdin` piped in.
+    pub fn cli_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        run_cli(&self.admin_conf(), args, stdin)
+    }
+
+    /// `shturman token create`, as a user would run it.
+    pub fn token(&self) -> Result<String> {
+        let out = self.cli(&["token", "create"]);
+        if !out.status.success() {
+            bail!("token create failed: {}", stderr(&out));
+        }
+        Ok(stdout(&out).trim().to_string())
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A running `shturman-agent` with its own node name and data dir
+/// (`<root>/<name>/data`), logging to `<root>/<name>/agent.log`.
+pub struct Agent {
+    pub name: String,
+    dir: PathBuf,
+    log: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Agent {
+    /// Starts `shturman-agent --mqtt-url … --token … --node-name … --data-dir …` plus `extra`.
+    pub fn start(mqtt_url: &str, name: &str, token: &str, root: &Path, extra: &[&str]) -> Result<Agent> {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir)?;
+        let mut args: Vec<String> = vec![
+            "--mqtt-url".into(),
+            mqtt_url.into(),
+            "--token".into(),
+            token.into(),
+            "--node-name".into(),
+            name.into(),
+            "--data-dir".into(),
+            dir.join("data").display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut a = Agent {
+            name: name.to_string(),
+            log: dir.join("agent.log"),
+            dir,
+            args,
+            child: None,
+        };
+        a.spawn()?;
+        Ok(a)
+    }
+
+    /// (Re)starts the process with the same flags.
+    pub fn spawn(&mut self) -> Result<()> {
+        let (out, err) = log_stdio(&self.log)?;
+        let child = Command::new(binary("shturman-agent"))
+            .args(&self.args)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .context("starting shturman-agent")?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// `kill -9`: no goodbye, the broker's last will speaks for it.
+    pub fn kill9(&mut self) -> Result<()> {
+        if let Some(mut c) = self.child.take() {
+            c.kill()?;
+            c.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Sends a signal (`STOP`, `CONT`, …) to the running agent. `STOP`
+    /// silences it without closing its link, so only the missing
+    /// heartbeats tell the control plane.
+    pub fn signal(&self, sig: &str) -> Result<()> {
+        let c = self.child.as_ref().context("the agent is not running")?;
+        let status = Command::new("kill")
+            .args([&format!("-{sig}"), &c.id().to_string()])
+            .status()?;
+        if !status.success() {
+            bail!("kill -{sig} {} failed: {status}", c.id());
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, then wait for the exit.
+    pub fn terminate(&mut self) -> Result<std::process::ExitStatus> {
+        let mut c = self.child.take().context("the agent is not running")?;
+        terminate(&mut c, Duration::from_secs(30))
+    }
+
+    /// The agent's `state.json`, once written.
+    pub fn state(&self) -> Option<serde_json::Value> {
+        let text = std::fs::read_to_string(self.dir.join("data").join("state.json")).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// What the agent logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

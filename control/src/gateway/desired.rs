@@ -1,12 +1,13 @@
 //! What each node must run, pure: where a pod's [`DesiredPod`] goes, what
 //! it carries (the pod without its status, and the ConfigMaps and Secrets
-//! it refers to), and a content hash so unchanged content is not sent again.
+//! it refers to), a content hash so unchanged content is not sent again,
+//! and each node's complete [`PodSet`].
 
 use std::collections::BTreeSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use shturman_api::core::{ConfigMap, Pod, PodSpec, Secret};
-use shturman_api::wire::{DesiredPod, Topic, valid_segment};
+use shturman_api::wire::{DesiredPod, PodRef, PodSet, Topic, valid_segment};
 
 /// The ConfigMaps and Secrets a pod refers to, by name, in its namespace.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -67,6 +68,29 @@ pub fn target(pod: &Pod) -> Option<Topic> {
             namespace: ns.to_string(),
             name: name.to_string(),
         })
+}
+
+/// The node `pod` must be published to (see [`target`]).
+pub fn target_node(pod: &Pod) -> Option<&str> {
+    target(pod).and(pod.spec.node_name.as_deref())
+}
+
+/// The complete set of pods `node` must run, out of `pods` (any pods: those
+/// not targeted at `node` are left out), stamped with the store `revision`
+/// the caller's cache was at *before* it read `pods`. Exactly the pods
+/// [`target`] publishes to that node, sorted.
+pub fn pod_set<'a>(node: &str, pods: impl IntoIterator<Item = &'a Pod>, revision: u64) -> PodSet {
+    let mut refs: Vec<PodRef> = pods
+        .into_iter()
+        .filter(|p| target_node(p) == Some(node))
+        .map(|p| PodRef {
+            namespace: p.metadata.namespace().to_string(),
+            name: p.metadata.name().to_string(),
+            uid: p.metadata.uid.clone().unwrap_or_default(),
+        })
+        .collect();
+    refs.sort();
+    PodSet { revision, pods: refs }
 }
 
 /// The message for `pod`, with the referenced objects that exist (missing
@@ -162,6 +186,40 @@ mod tests {
         let mut going = p.clone();
         going.metadata.deletion_timestamp = Some(shturman_api::meta::Time(chrono::Utc::now()));
         assert_eq!(target(&going), None);
+    }
+
+    #[test]
+    fn pod_sets_hold_exactly_the_node_s_live_pods() {
+        let mk = |name: &str, node: Option<&str>, uid: &str| {
+            let mut p = web();
+            p.metadata.name = Some(name.into());
+            p.metadata.uid = Some(uid.into());
+            p.spec.node_name = node.map(str::to_string);
+            p
+        };
+        let mut going = mk("going", Some("pi-1"), "u4");
+        going.metadata.deletion_timestamp = Some(shturman_api::meta::Time(chrono::Utc::now()));
+        let pods = [
+            mk("web-b", Some("pi-1"), "u2"),
+            mk("web-a", Some("pi-1"), "u1"),
+            mk("other", Some("pi-2"), "u3"),
+            mk("pending", None, "u5"),
+            mk("bad/name", Some("pi-1"), "u6"),
+            going,
+        ];
+        let set = pod_set("pi-1", &pods, 42);
+        assert_eq!(set.revision, 42);
+        let names: Vec<_> = set
+            .pods
+            .iter()
+            .map(|r| (r.name.as_str(), r.uid.as_str()))
+            .collect();
+        assert_eq!(names, [("web-a", "u1"), ("web-b", "u2")]);
+        assert_eq!(set.pods[0].namespace, "default");
+        assert!(pod_set("pi-9", &pods, 42).pods.is_empty());
+        assert_eq!(pod_set("pi-2", &pods, 1).pods.len(), 1);
+        assert_eq!(target_node(&pods[0]), Some("pi-1"));
+        assert_eq!(target_node(&pods[5]), None);
     }
 
     #[test]

@@ -56,7 +56,7 @@ impl Shared {
                 Some(body) => self.pod_report(node, namespace, name, &body).await,
                 None => Ok(()),
             },
-            Topic::DesiredPod { .. } | Topic::Joined { .. } => Ok(()),
+            Topic::DesiredPod { .. } | Topic::PodSet { .. } | Topic::Joined { .. } => Ok(()),
         };
         if let Err(e) = result {
             tracing::warn!(topic = %topic.name(), error = %e, "could not apply an agent's message");

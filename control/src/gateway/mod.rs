@@ -11,6 +11,9 @@
 //!   restarted embedded broker has no retained state), and the gateway also
 //!   reads the retained desired pods back from the broker to withdraw any
 //!   it no longer wants (pods deleted while it was away).
+//! - Out, per node: the complete set of pods it must run, retained on
+//!   `nodes/{node}/podset` ([`podsets`]), so an agent that was away while
+//!   the broker forgot a withdrawal still drops the pod.
 //! - In: joins, heartbeats, the online flag and pod reports, handled in
 //!   [`ingest`], one worker per shard of node names so one node's messages
 //!   are applied in order.
@@ -21,6 +24,7 @@
 pub mod auth;
 pub mod desired;
 pub mod ingest;
+pub mod podsets;
 pub mod sign;
 
 use std::collections::HashMap;
@@ -30,7 +34,7 @@ use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use shturman_api::core::{ConfigMap, Pod, Secret};
-use shturman_api::wire::{self, PREFIX, Stamp, Topic};
+use shturman_api::wire::{self, PREFIX, PodSet, Stamp, Topic};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -74,10 +78,14 @@ pub(crate) struct Shared {
     mqtt: AsyncClient,
     /// The publishing controller's queue.
     queue: QueueHandle,
+    /// The pod-set controller's queue (keys: `("", node)`).
+    podset_queue: QueueHandle,
     pods: Informer<Pod>,
     config_maps: Informer<ConfigMap>,
     secrets: Informer<Secret>,
     published: Mutex<Published>,
+    /// The pod set last published per node in this connection.
+    podsets: Mutex<HashMap<String, PodSet>>,
     node_stamps: Mutex<HashMap<String, Stamp>>,
     pod_stamps: Mutex<HashMap<ObjectKey, (String, Stamp)>>,
     max_payload: usize,
@@ -90,6 +98,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Shared {
     fn published(&self) -> MutexGuard<'_, Published> {
         lock(&self.published)
+    }
+    fn podsets(&self) -> MutexGuard<'_, HashMap<String, PodSet>> {
+        lock(&self.podsets)
     }
     fn node_stamps(&self) -> MutexGuard<'_, HashMap<String, Stamp>> {
         lock(&self.node_stamps)
@@ -146,14 +157,17 @@ pub async fn run(
     }
     let (mqtt, events) = AsyncClient::new(mqtt_options(&config), 1024);
     let controller = Controller::new("node-gateway", stop.clone());
+    let podset_controller = Controller::new("node-gateway-podsets", stop.clone());
     let shared = Arc::new(Shared {
         client,
         mqtt,
         queue: controller.handle(),
+        podset_queue: podset_controller.handle(),
         pods,
         config_maps,
         secrets,
         published: Mutex::default(),
+        podsets: Mutex::default(),
         node_stamps: Mutex::default(),
         pod_stamps: Mutex::default(),
         max_payload: config.max_payload,
@@ -170,6 +184,11 @@ pub async fn run(
     tasks.spawn(controller.run(4, move |key: ObjectKey| {
         let s = publisher.clone();
         async move { s.reconcile(&key).await }
+    }));
+    let podsets = shared.clone();
+    tasks.spawn(podset_controller.run(2, move |key: ObjectKey| {
+        let s = podsets.clone();
+        async move { s.reconcile_podset(&key).await }
     }));
     event_loop(&shared, events, &shards, &stop).await;
     drop(shards);
@@ -246,7 +265,10 @@ async fn event_loop(
                 failing = false;
                 let filters = wire::agents_filter()
                     .into_iter()
-                    .chain([format!("{PREFIX}/nodes/+/pods/+/+")])
+                    .chain([
+                        format!("{PREFIX}/nodes/+/podset"),
+                        format!("{PREFIX}/nodes/+/pods/+/+"),
+                    ])
                     .map(|f| rumqttc::SubscribeFilter::new(f, QoS::AtLeastOnce));
                 if let Err(e) = shared.mqtt.try_subscribe_many(filters) {
                     tracing::error!(error = %e, "node gateway could not subscribe");
@@ -266,6 +288,7 @@ async fn event_loop(
                             );
                         }
                     }
+                    Topic::PodSet { node } => shared.seen_podset(node),
                     Topic::Joined { .. } => {}
                     _ => {
                         let node = topic.node_name().unwrap_or_default();
@@ -315,12 +338,14 @@ impl Shared {
         self.queue.add(key);
     }
 
-    /// After a (re)connection: forget what was sent, send everything again.
+    /// After a (re)connection: forget what was sent, send everything again
+    /// (each node's pod set too).
     fn resync(&self) {
         self.published().clear();
         for p in self.pods.list() {
             self.queue.add(ObjectKey::of(&*p));
         }
+        self.resync_podsets();
     }
 
     /// Publishes what `key` should be and withdraws where it should not.
@@ -375,6 +400,9 @@ impl Shared {
             if let Some(h) = self.published().get_mut(key) {
                 h.remove(&topic);
             }
+            if let Some(node) = Topic::parse(&topic).as_ref().and_then(Topic::node_name) {
+                self.podset_changed(node, None);
+            }
         }
         if let Some((topic, d, hash)) = send {
             let bytes = serde_json::to_vec(d).map_err(|source| GatewayError::Encode {
@@ -394,6 +422,11 @@ impl Shared {
                 .entry(key.clone())
                 .or_default()
                 .insert(topic, hash);
+            let p = &d.pod;
+            if let Some(node) = p.spec.node_name.as_deref() {
+                let uid = p.metadata.uid.as_deref().unwrap_or_default();
+                self.podset_changed(node, Some((p.metadata.namespace(), p.metadata.name(), uid)));
+            }
         }
         if self.published().get(key).is_some_and(HashMap::is_empty) {
             self.published().remove(key);

@@ -1,0 +1,491 @@
+//! [`WasmRuntime`]: the agent's [`Runtime`] for Wasm pods. Each container is
+//! supervised by a task on the runtime's own tokio executor (never the
+//! agent's): fetch and compile its module, resolve env and volumes, run an
+//! instance, record how it ended, and restart it per `restartPolicy` with
+//! kubelet's back-off. `status` assembles the pod's status from those records.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use shturman_api::core::{Container, ContainerState, ContainerStatus, PodStatus, RestartPolicy};
+use shturman_api::meta::Time;
+use shturman_api::wire::DesiredPod;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::engine::{EngineOptions, RunSpec, WasmEngine};
+use super::lifecycle::{self, Backoff, Exit};
+use super::limits::Limits;
+use super::logs::{LogLimits, LogStore};
+use super::modules::{LoadError, ModuleCache};
+use super::reference::{self, ModuleRef};
+use super::{env, volumes};
+use crate::plan::PodKey;
+use crate::runtime::{PodClass, Runtime, RuntimeError, WASMTIME};
+
+/// Settings of the Wasm runtime.
+#[derive(Clone, Debug)]
+pub struct WasmOptions {
+    /// The agent's data dir: modules under `wasm/modules`, pod volumes under
+    /// `wasm/pods`, logs under `logs`.
+    pub data_dir: PathBuf,
+    /// Restart back-off (kubelet's 10 s doubling to 5 min by default).
+    pub backoff: Backoff,
+    pub engine: EngineOptions,
+    pub logs: LogLimits,
+    /// Executor threads (default: the number of cores).
+    pub worker_threads: Option<usize>,
+}
+
+impl WasmOptions {
+    pub fn new(data_dir: impl Into<PathBuf>) -> WasmOptions {
+        WasmOptions {
+            data_dir: data_dir.into(),
+            backoff: Backoff::default(),
+            engine: EngineOptions::default(),
+            logs: LogLimits::default(),
+            worker_threads: None,
+        }
+    }
+}
+
+/// The runtime could not be created.
+#[derive(Debug, thiserror::Error)]
+#[error("starting the Wasm runtime: {0}")]
+pub struct WasmError(String);
+
+/// One container's record, shared by its supervisor and `status`.
+#[derive(Debug, Default)]
+struct Record {
+    status: ContainerStatus,
+    /// Finished for good: it will not be restarted.
+    done: bool,
+}
+
+type Shared = Arc<Mutex<Record>>;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A pod this runtime runs.
+struct PodRun {
+    uid: String,
+    dir: PathBuf,
+    start_time: Time,
+    /// Readiness last reported and since when (a stable transition time).
+    ready: Mutex<(bool, Time)>,
+    records: Vec<Shared>,
+    cancel: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct Inner {
+    opts: WasmOptions,
+    engine: Arc<WasmEngine>,
+    modules: ModuleCache,
+    logs: LogStore,
+    exec: tokio::runtime::Handle,
+}
+
+/// The Wasm runtime (wasmtime, in-process).
+pub struct WasmRuntime {
+    inner: Arc<Inner>,
+    pods: Mutex<HashMap<PodKey, PodRun>>,
+    /// Owns the executor; shut down in the background on drop.
+    executor: Option<tokio::runtime::Runtime>,
+}
+
+impl WasmRuntime {
+    /// Creates the engine, its epoch ticker and the executor.
+    pub fn new(opts: WasmOptions) -> Result<WasmRuntime, WasmError> {
+        let threads = opts
+            .worker_threads
+            .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+            .unwrap_or(1)
+            .max(1);
+        let executor = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("wasm-exec")
+            .enable_all()
+            .build()
+            .map_err(|e| WasmError(format!("wasm executor: {e}")))?;
+        let engine = Arc::new(WasmEngine::new(&opts.engine).map_err(WasmError)?);
+        let modules = ModuleCache::new(opts.data_dir.join("wasm").join("modules"), engine.clone());
+        let logs = LogStore::new(opts.data_dir.join("logs"), opts.logs.clone());
+        Ok(WasmRuntime {
+            inner: Arc::new(Inner {
+                opts,
+                engine,
+                modules,
+                logs,
+                exec: executor.handle().clone(),
+            }),
+            pods: Mutex::default(),
+            executor: Some(executor),
+        })
+    }
+
+    /// The containers' logs (tail, previous, follow).
+    pub fn logs(&self) -> LogStore {
+        self.inner.logs.clone()
+    }
+
+    /// How many distinct modules are compiled and cached in memory.
+    pub fn compiled_modules(&self) -> usize {
+        self.inner.modules.compiled_count()
+    }
+}
+
+impl Drop for WasmRuntime {
+    fn drop(&mut self) {
+        for (_, run) in lock(&self.pods).drain() {
+            run.task.abort();
+        }
+        if let Some(rt) = self.executor.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Runtime for WasmRuntime {
+    fn name(&self) -> &'static str {
+        WASMTIME
+    }
+
+    fn class(&self) -> PodClass {
+        PodClass::Wasm
+    }
+
+    async fn start(&self, pod: &DesiredPod) -> Result<(), RuntimeError> {
+        let key = PodKey::of(&pod.pod);
+        let uid = pod.pod.metadata.uid.clone().unwrap_or_default();
+        let refs = pod
+            .pod
+            .spec
+            .containers
+            .iter()
+            .map(|c| reference::parse(&c.image))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| RuntimeError {
+                reason: "InvalidImageName".into(),
+                message: e.to_string(),
+            })?;
+        let existing = lock(&self.pods).get(&key).map(|r| r.uid.clone());
+        match existing {
+            Some(u) if u == uid => return Ok(()),
+            Some(_) => self.stop(&key, Duration::ZERO).await?,
+            None => {}
+        }
+        let dir = self
+            .inner
+            .opts
+            .data_dir
+            .join("wasm")
+            .join("pods")
+            .join(super::logs::pod_dir_name(&key, &uid));
+        let records: Vec<Shared> = pod
+            .pod
+            .spec
+            .containers
+            .iter()
+            .map(|c| {
+                Arc::new(Mutex::new(Record {
+                    status: ContainerStatus {
+                        name: c.name.clone(),
+                        image: c.image.clone(),
+                        state: Some(ContainerState::waiting(lifecycle::CONTAINER_CREATING, None)),
+                        ..ContainerStatus::default()
+                    },
+                    done: false,
+                }))
+            })
+            .collect();
+        let (cancel, cancel_rx) = watch::channel(false);
+        let task = self.inner.exec.spawn(run_pod(
+            self.inner.clone(),
+            Arc::new(pod.clone()),
+            key.clone(),
+            dir.clone(),
+            refs,
+            records.clone(),
+            cancel_rx,
+        ));
+        lock(&self.pods).insert(
+            key,
+            PodRun {
+                uid,
+                dir,
+                start_time: now(),
+                ready: Mutex::new((false, now())),
+                records,
+                cancel,
+                task,
+            },
+        );
+        Ok(())
+    }
+
+    async fn stop(&self, key: &PodKey, grace: Duration) -> Result<(), RuntimeError> {
+        let Some(mut run) = lock(&self.pods).remove(key) else {
+            return Ok(());
+        };
+        // WASI has no signals: a stop interrupts the instance at its next
+        // epoch tick or host call; `grace` bounds how long we wait for that.
+        let _ = run.cancel.send(true);
+        if tokio::time::timeout(grace.max(Duration::from_secs(1)), &mut run.task)
+            .await
+            .is_err()
+        {
+            tracing::warn!(pod = %key, "wasm pod did not stop within its grace period; aborting");
+            run.task.abort();
+        }
+        let (logs, key, dir) = (self.inner.logs.clone(), key.clone(), run.dir);
+        let _ = self
+            .inner
+            .exec
+            .spawn_blocking(move || {
+                logs.remove_pod(&key);
+                let _ = std::fs::remove_dir_all(dir);
+            })
+            .await;
+        Ok(())
+    }
+
+    async fn status(&self, key: &PodKey) -> Option<PodStatus> {
+        let pods = lock(&self.pods);
+        let run = pods.get(key)?;
+        let views: Vec<(ContainerStatus, bool)> = run
+            .records
+            .iter()
+            .map(|r| {
+                let r = lock(r);
+                (r.status.clone(), r.done)
+            })
+            .collect();
+        let statuses: Vec<ContainerStatus> = views.iter().map(|(s, _)| s.clone()).collect();
+        let ready_changed = {
+            let mut r = lock(&run.ready);
+            let ready = lifecycle::all_ready(&statuses);
+            if r.0 != ready {
+                *r = (ready, now());
+            }
+            r.1
+        };
+        Some(PodStatus {
+            phase: Some(lifecycle::phase(&views)),
+            conditions: lifecycle::conditions(&statuses, run.start_time, ready_changed),
+            start_time: Some(run.start_time),
+            container_statuses: statuses,
+            ..PodStatus::default()
+        })
+    }
+}
+
+fn now() -> Time {
+    Time(chrono::Utc::now())
+}
+
+/// Resolves once the pod is told to stop (or its runtime is gone).
+async fn cancelled(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow_and_update() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Sleeps `d`; false when cancelled first.
+async fn pause(d: Duration, cancel: &watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(d) => true,
+        () = cancelled(cancel.clone()) => false,
+    }
+}
+
+async fn run_pod(
+    inner: Arc<Inner>,
+    pod: Arc<DesiredPod>,
+    key: PodKey,
+    dir: PathBuf,
+    refs: Vec<ModuleRef>,
+    records: Vec<Shared>,
+    cancel: watch::Receiver<bool>,
+) {
+    let (d, p) = (dir.clone(), pod.clone());
+    let made = tokio::task::spawn_blocking(move || volumes::materialize(&d, &p))
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
+    if let Err(message) = made {
+        for r in &records {
+            lock(r).status.state = Some(ContainerState::waiting(
+                lifecycle::CREATE_CONTAINER_CONFIG_ERROR,
+                Some(message.clone()),
+            ));
+        }
+        return;
+    }
+    let mut set = JoinSet::new();
+    for ((c, r), rec) in pod.pod.spec.containers.iter().zip(refs).zip(records) {
+        set.spawn(supervise(
+            inner.clone(),
+            pod.clone(),
+            key.clone(),
+            dir.clone(),
+            c.clone(),
+            r,
+            rec,
+            cancel.clone(),
+        ));
+    }
+    while set.join_next().await.is_some() {}
+}
+
+/// Runs one container until it is done for good or the pod stops.
+#[allow(clippy::too_many_arguments)]
+async fn supervise(
+    inner: Arc<Inner>,
+    pod: Arc<DesiredPod>,
+    key: PodKey,
+    dir: PathBuf,
+    c: Container,
+    r: ModuleRef,
+    rec: Shared,
+    cancel: watch::Receiver<bool>,
+) {
+    let policy = pod.pod.spec.restart_policy.unwrap_or(RestartPolicy::Always);
+    let backoff = inner.opts.backoff;
+    let uid = pod.pod.metadata.uid.clone().unwrap_or_default();
+    let (mut crashes, mut setup_failures) = (0u32, 0u32);
+    let set_state = |state: ContainerState| lock(&rec).status.state = Some(state);
+    loop {
+        // Fetch and compile; failures wait with back-off, as kubelet's pulls.
+        let prepared = tokio::select! {
+            p = prepare(&inner, &pod, &dir, &c, &r) => p,
+            () = cancelled(cancel.clone()) => return,
+        };
+        let (loaded, spec_parts) = match prepared {
+            Ok(p) => p,
+            Err((reason, message)) => {
+                setup_failures = setup_failures.saturating_add(1);
+                let reason = if reason == lifecycle::ERR_IMAGE_PULL && setup_failures > 1 {
+                    lifecycle::IMAGE_PULL_BACK_OFF
+                } else {
+                    reason
+                };
+                tracing::warn!(pod = %key, container = %c.name, %reason, %message, "wasm container not started");
+                set_state(ContainerState::waiting(reason, Some(message)));
+                if !pause(backoff.delay(setup_failures), &cancel).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        setup_failures = 0;
+        let output = inner.logs.open_run(&key, &uid, &c.name);
+        let started_at = now();
+        {
+            let mut g = lock(&rec);
+            g.status.state = Some(ContainerState::running(Some(started_at)));
+            g.status.image_id = Some(format!("sha256:{}", loaded.digest));
+            g.status.container_id = Some(format!("wasm://{uid}/{}", c.name));
+            g.status.ready = true;
+            g.status.started = Some(true);
+        }
+        let (argv, env, preopens) = spec_parts;
+        let spec = RunSpec {
+            argv,
+            env,
+            preopens,
+            limits: Limits::of(&c),
+            output,
+        };
+        let began = Instant::now();
+        let exit = tokio::select! {
+            e = inner.engine.run(&loaded.compiled, spec) => e,
+            () = cancelled(cancel.clone()) => Ok(Exit::Killed),
+        };
+        let exit = match exit {
+            Ok(exit) => exit,
+            Err(message) => {
+                // The instance could not be set up (e.g. a preopen failed).
+                setup_failures = setup_failures.saturating_add(1);
+                lock(&rec).status.ready = false;
+                set_state(ContainerState::waiting(
+                    lifecycle::CREATE_CONTAINER_ERROR,
+                    Some(message),
+                ));
+                if !pause(backoff.delay(setup_failures), &cancel).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        tracing::info!(pod = %key, container = %c.name, ?exit, "wasm container ended");
+        let terminated = exit.terminated(Some(started_at), Some(now()));
+        let restart = should_continue(policy, &exit, &cancel);
+        {
+            let mut g = lock(&rec);
+            g.status.ready = false;
+            g.status.state = Some(terminated.clone());
+            g.done = !restart;
+        }
+        if !restart {
+            return;
+        }
+        crashes = backoff.next_crashes(crashes, began.elapsed());
+        let delay = backoff.delay(crashes);
+        {
+            let mut g = lock(&rec);
+            g.status.last_state = Some(terminated);
+            g.status.state = Some(lifecycle::back_off_state(delay, &c.name, &key.name));
+        }
+        if !pause(delay, &cancel).await {
+            return;
+        }
+        let mut g = lock(&rec);
+        g.status.restart_count = g.status.restart_count.saturating_add(1);
+    }
+}
+
+fn should_continue(policy: RestartPolicy, exit: &Exit, cancel: &watch::Receiver<bool>) -> bool {
+    !*cancel.borrow() && lifecycle::should_restart(policy, exit)
+}
+
+type Parts = (Vec<String>, Vec<(String, String)>, Vec<volumes::Preopen>);
+
+/// Everything a run needs, or a waiting reason and message.
+async fn prepare(
+    inner: &Inner,
+    pod: &Arc<DesiredPod>,
+    dir: &std::path::Path,
+    c: &Container,
+    r: &ModuleRef,
+) -> Result<(super::modules::Loaded, Parts), (&'static str, String)> {
+    let loaded = inner.modules.load(r).await.map_err(|e| match e {
+        LoadError::Fetch(m) => (lifecycle::ERR_IMAGE_PULL, m),
+        LoadError::Compile(m) => (lifecycle::CREATE_CONTAINER_ERROR, m),
+    })?;
+    let config_error = |m: String| (lifecycle::CREATE_CONTAINER_CONFIG_ERROR, m);
+    let env = env::resolve(c, pod).map_err(|e| config_error(e.to_string()))?;
+    let (d, p, cc) = (dir.to_path_buf(), pod.clone(), c.clone());
+    let preopens = tokio::task::spawn_blocking(move || volumes::preopens(&d, &p, &cc))
+        .await
+        .map_err(|e| config_error(e.to_string()))?
+        .map_err(|e| config_error(e.to_string()))?;
+    Ok((loaded, (argv(c), env, preopens)))
+}
+
+/// `command` + `args`; without a command, argv[0] is the container's name.
+pub fn argv(c: &Container) -> Vec<String> {
+    let head = if c.command.is_empty() {
+        vec![c.name.clone()]
+    } else {
+        c.command.clone()
+    };
+    head.into_iter().chain(c.args.iter().cloned()).collect()
+}
