@@ -13,6 +13,9 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "== Wasm examples (the end-to-end tests run them)"
+bash scripts/build-wasm-examples.sh
+
 echo "== build (the end-to-end tests start these binaries)"
 cargo build --workspace --bins --locked
 

@@ -32,6 +32,8 @@ use crate::{fsutil, state};
 
 /// How long to wait for a JoinResult before asking again.
 const JOIN_RETRY: Duration = Duration::from_secs(5);
+/// How often runtimes are asked for pod status changes.
+const STATUS_POLL: Duration = Duration::from_millis(250);
 /// Hint printed with every refused join.
 const TOKEN_HINT: &str = "create one with `shturman token create` on the control plane";
 
@@ -165,6 +167,10 @@ pub async fn run(
     let mut heartbeat = tokio::time::interval(agent.cfg.heartbeat_interval);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut join_retry = tokio::time::interval_at(tokio::time::Instant::now() + JOIN_RETRY, JOIN_RETRY);
+    // Runtimes are polled for pod status changes this often, so a pod that
+    // starts or exits is reported within it, not at the next heartbeat.
+    let mut status_poll = tokio::time::interval(STATUS_POLL);
+    status_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     let result = loop {
         tokio::select! {
@@ -179,6 +185,12 @@ pub async fn run(
                 if agent.ready() {
                     agent.manager.refresh().await;
                     agent.send_heartbeat(&link).await;
+                    agent.flush_reports(&link);
+                }
+            }
+            _ = status_poll.tick() => {
+                if agent.ready() {
+                    agent.manager.refresh().await;
                     agent.flush_reports(&link);
                 }
             }

@@ -68,7 +68,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(shturman_agent::run(cfg, Runtimes::default(), shutdown_signal())) {
+    let runtimes = match Runtimes::standard(&cfg.data_dir) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("shturman-agent: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(shturman_agent::run(cfg, runtimes, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("shturman-agent: {e}");

@@ -81,6 +81,26 @@ pub trait Runtime: Send + Sync {
 pub struct Runtimes(pub Vec<Arc<dyn Runtime>>);
 
 impl Runtimes {
+    /// The runtimes this build offers, keeping their files under `data_dir`:
+    /// wasmtime (with the default `wasm` feature). The OCI runtime joins
+    /// them when it lands.
+    pub fn standard(data_dir: &std::path::Path) -> Result<Runtimes, RuntimeError> {
+        #[cfg(feature = "wasm")]
+        {
+            let wasm = crate::wasm::WasmRuntime::new(crate::wasm::WasmOptions::new(data_dir))
+                .map_err(|e| RuntimeError {
+                    reason: "RuntimeUnavailable".into(),
+                    message: format!("the Wasm runtime cannot start: {e}"),
+                })?;
+            Ok(Runtimes(vec![Arc::new(wasm)]))
+        }
+        #[cfg(not(feature = "wasm"))]
+        {
+            let _ = data_dir;
+            Ok(Runtimes::default())
+        }
+    }
+
     /// The runtime for a class, if this agent has one.
     pub fn for_class(&self, class: PodClass) -> Option<&Arc<dyn Runtime>> {
         self.0.iter().find(|r| r.class() == class)
