@@ -16,6 +16,9 @@
 //! | `nodes/{node}/podstatus/{ns}/{name}` | agent → cp | no (QoS 1) | [`PodReport`] |
 //! | `nodes/{node}/join` | agent → cp | no (QoS 1) | [`JoinRequest`] |
 //! | `nodes/{node}/joined` | cp → agent | no (QoS 1) | [`JoinResult`] |
+//! | `nodes/{node}/logs/request` | cp → agent | no (QoS 1) | [`LogRequest`] |
+//! | `nodes/{node}/logs/cancel/{id}` | cp → agent | no (QoS 1) | empty (the id is in the topic) |
+//! | `nodes/{node}/logs/reply/{id}` | agent → cp | no (QoS 1) | [`Signed`] [`LogChunk`] |
 //!
 //! Joining: an agent connects with MQTT username = its node name and
 //! password = a join token (`shturman token create`) or, once joined, its
@@ -32,6 +35,7 @@
 //! the node.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -205,6 +209,127 @@ pub struct Signed {
     pub body: String,
 }
 
+/// Most bytes of log text in one [`LogChunk`] (well below
+/// [`MAX_PACKET_BYTES`], so a chunk with its envelope always fits, and small
+/// enough that a slow board does not hold a large buffer per stream).
+pub const LOG_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Log requests one node serves at once; the control plane asks no more of
+/// it, and an agent refuses (with [`LogFailureReason::TooManyRequests`])
+/// any beyond.
+pub const LOG_REQUESTS_PER_NODE: usize = 8;
+
+/// How long a follow stream may run before the agent ends it (the client
+/// reconnects if it still wants more): bounds the cost of a control plane
+/// that restarted and never sent a cancel.
+pub const LOG_FOLLOW_MAX: Duration = Duration::from_secs(3600);
+
+/// The control plane asks a node for a container's log
+/// (`nodes/{node}/logs/request`). Answered by [`LogChunk`]s on
+/// `nodes/{node}/logs/reply/{id}`; a follow stream runs until
+/// `nodes/{node}/logs/cancel/{id}` or [`LOG_FOLLOW_MAX`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogRequest {
+    /// Names the reply and cancel topics: one topic segment (see
+    /// [`valid_segment`]), unique per request.
+    pub id: String,
+    pub namespace: String,
+    pub name: String,
+    /// The pod's uid: a node holding another pod of that name refuses.
+    pub uid: String,
+    /// Always named: the control plane resolves the default.
+    pub container: String,
+    /// Only the last lines (`tailLines`); all kept lines when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tail_lines: Option<u64>,
+    /// The previous run of the container instead of the current one.
+    #[serde(default)]
+    pub previous: bool,
+    /// Keep streaming new lines.
+    #[serde(default)]
+    pub follow: bool,
+}
+
+/// One piece of an answer to a [`LogRequest`]. Chunks are numbered from 0;
+/// the receiver orders them by `seq` and drops duplicates (QoS 1). The first
+/// chunk comes at once, even when empty, so the control plane knows the node
+/// is serving; the last has `end` (and `error` when the request failed).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogChunk {
+    pub id: String,
+    pub seq: u64,
+    /// Whole lines, each ending in `\n`, at most [`LOG_CHUNK_BYTES`].
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub data: String,
+    #[serde(default)]
+    pub end: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<LogFailure>,
+}
+
+/// Why a node could not serve a [`LogRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogFailure {
+    pub reason: LogFailureReason,
+    /// In words a person can act on (shown as the API error's message).
+    pub message: String,
+}
+
+/// The kind of a [`LogFailure`], mapped to an HTTP status by the API server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LogFailureReason {
+    /// The node does not run that pod (or that uid).
+    NotFound,
+    /// No such container, no previous run, nothing started yet.
+    BadRequest,
+    /// The node already serves [`LOG_REQUESTS_PER_NODE`] requests.
+    TooManyRequests,
+    /// The node could not read or send the log.
+    Internal,
+}
+
+/// Splits `lines` (without their newlines) into chunk bodies of whole lines,
+/// each at most `max` bytes; a longer line is cut at a char boundary.
+pub fn pack_lines<'a>(lines: impl IntoIterator<Item = &'a str>, max: usize) -> Vec<String> {
+    let max = max.max(8);
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for line in lines {
+        let mut rest = line;
+        loop {
+            // Room for the line and its newline?
+            if cur.len() + rest.len() < max {
+                cur.push_str(rest);
+                cur.push('\n');
+                break;
+            }
+            if !cur.is_empty() {
+                out.push(std::mem::take(&mut cur));
+                continue;
+            }
+            let mut cut = max - 1;
+            while !rest.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let (head, tail) = rest.split_at(cut);
+            cur.push_str(head);
+            cur.push('\n');
+            out.push(std::mem::take(&mut cur));
+            rest = tail;
+            if rest.is_empty() {
+                break;
+            }
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
 /// A topic, parsed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Topic {
@@ -233,6 +358,17 @@ pub enum Topic {
     Joined {
         node: String,
     },
+    LogRequest {
+        node: String,
+    },
+    LogCancel {
+        node: String,
+        id: String,
+    },
+    LogReply {
+        node: String,
+        id: String,
+    },
 }
 
 impl Topic {
@@ -258,6 +394,9 @@ impl Topic {
             }
             Topic::Join { node } => format!("{PREFIX}/nodes/{node}/join"),
             Topic::Joined { node } => format!("{PREFIX}/nodes/{node}/joined"),
+            Topic::LogRequest { node } => format!("{PREFIX}/nodes/{node}/logs/request"),
+            Topic::LogCancel { node, id } => format!("{PREFIX}/nodes/{node}/logs/cancel/{id}"),
+            Topic::LogReply { node, id } => format!("{PREFIX}/nodes/{node}/logs/reply/{id}"),
         }
     }
 
@@ -282,6 +421,15 @@ impl Topic {
                 namespace: s(ns),
                 name: s(name),
             }),
+            ["nodes", node, "logs", "request"] => Some(Topic::LogRequest { node: s(node) }),
+            ["nodes", node, "logs", "cancel", id] if valid_segment(id) => Some(Topic::LogCancel {
+                node: s(node),
+                id: s(id),
+            }),
+            ["nodes", node, "logs", "reply", id] if valid_segment(id) => Some(Topic::LogReply {
+                node: s(node),
+                id: s(id),
+            }),
             _ => None,
         }
         .filter(|t| t.node_name().is_some_and(valid_segment))
@@ -296,7 +444,10 @@ impl Topic {
             | Topic::Joined { node }
             | Topic::PodSet { node }
             | Topic::DesiredPod { node, .. }
-            | Topic::PodStatus { node, .. } => Some(node),
+            | Topic::PodStatus { node, .. }
+            | Topic::LogRequest { node }
+            | Topic::LogCancel { node, .. }
+            | Topic::LogReply { node, .. } => Some(node),
         }
     }
 }
@@ -313,6 +464,19 @@ pub fn agents_filter() -> [String; 4] {
         format!("{PREFIX}/nodes/+/status"),
         format!("{PREFIX}/nodes/+/online"),
         format!("{PREFIX}/nodes/+/podstatus/+/+"),
+    ]
+}
+
+/// Filter for every node's log replies (the control plane).
+pub fn log_replies_filter() -> String {
+    format!("{PREFIX}/nodes/+/logs/reply/+")
+}
+
+/// Filters for the log requests and cancels one node's agent must hear.
+pub fn node_log_filters(node: &str) -> [String; 2] {
+    [
+        format!("{PREFIX}/nodes/{node}/logs/request"),
+        format!("{PREFIX}/nodes/{node}/logs/cancel/+"),
     ]
 }
 
@@ -347,6 +511,15 @@ mod tests {
                 namespace: "default".into(),
                 name: "web-x".into(),
             },
+            Topic::LogRequest { node: "pi-1".into() },
+            Topic::LogCancel {
+                node: "pi-1".into(),
+                id: "r1".into(),
+            },
+            Topic::LogReply {
+                node: "pi-1".into(),
+                id: "r1".into(),
+            },
         ];
         for t in all {
             assert_eq!(Topic::parse(&t.name()), Some(t.clone()), "{}", t.name());
@@ -355,6 +528,58 @@ mod tests {
         assert_eq!(Topic::parse("shturman/v1/nodes/+/status"), None);
         assert_eq!(Topic::parse("shturman/v1/nodes//status"), None);
         assert_eq!(Topic::parse("shturman/v1/nodes/a/b/c/d/e/f"), None);
+        assert_eq!(Topic::parse("shturman/v1/nodes/a/logs/reply/+"), None);
+        assert_eq!(Topic::parse("shturman/v1/nodes/a/logs/cancel/"), None);
+    }
+
+    #[test]
+    fn log_messages_are_camel_case_and_lenient() {
+        let req = LogRequest {
+            id: "r1".into(),
+            namespace: "default".into(),
+            name: "web".into(),
+            uid: "u1".into(),
+            container: "app".into(),
+            tail_lines: Some(2),
+            previous: false,
+            follow: true,
+        };
+        let v = serde_json::to_value(&req).unwrap();
+        assert_eq!(v["tailLines"], 2);
+        assert_eq!(serde_json::from_value::<LogRequest>(v).unwrap(), req);
+        let c: LogChunk = serde_json::from_str(r#"{"id":"r1","seq":3}"#).unwrap();
+        assert_eq!((c.seq, c.end, c.data.as_str(), c.error), (3, false, "", None));
+        let failed = LogChunk {
+            id: "r1".into(),
+            seq: 0,
+            end: true,
+            error: Some(LogFailure {
+                reason: LogFailureReason::BadRequest,
+                message: "no".into(),
+            }),
+            ..LogChunk::default()
+        };
+        let v = serde_json::to_value(&failed).unwrap();
+        assert_eq!(v["error"]["reason"], "BadRequest");
+        assert!(v.get("data").is_none());
+    }
+
+    #[test]
+    fn lines_pack_into_bounded_chunks() {
+        assert!(pack_lines(Vec::<&str>::new(), 16).is_empty());
+        assert_eq!(pack_lines(["a", "b"], 16), ["a\nb\n"]);
+        let packed = pack_lines(["aaaa", "bbbb", "cccc"], 10);
+        assert_eq!(packed, ["aaaa\nbbbb\n", "cccc\n"]);
+        // A line longer than a chunk is cut; every chunk stays within bounds.
+        let long = "x".repeat(25);
+        let packed = pack_lines([long.as_str(), "y"], 10);
+        assert!(packed.iter().all(|c| c.len() <= 10), "{packed:?}");
+        assert_eq!(packed.concat().replace('\n', ""), format!("{long}y"));
+        // Multi-byte characters are never split.
+        let wide = "é".repeat(10);
+        let packed = pack_lines([wide.as_str()], 8);
+        assert!(packed.iter().all(|c| c.len() <= 8));
+        assert_eq!(packed.concat().replace('\n', ""), wide);
     }
 
     #[test]

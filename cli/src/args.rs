@@ -67,6 +67,8 @@ pub enum Command {
     Uncordon(NodeArgs),
     /// Cordon a node and evict its pods, in preparation for maintenance.
     Drain(DrainArgs),
+    /// Print the logs of a container in a pod (fetched from its node).
+    Logs(LogsArgs),
 }
 
 /// Which store `shturman control` keeps objects in.
@@ -327,6 +329,25 @@ pub struct RolloutUndoArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The pod: NAME or pod/NAME.
+    #[arg(value_name = "POD")]
+    pub pod: String,
+    /// The container (required when the pod has several).
+    #[arg(short = 'c', long, value_name = "C")]
+    pub container: Option<String>,
+    /// Keep streaming new lines until interrupted (Ctrl-C).
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Only the last N lines; -1 shows all kept lines.
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true, value_name = "N")]
+    pub tail: i64,
+    /// The previous run of the container (after a restart).
+    #[arg(short = 'p', long)]
+    pub previous: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct NodeArgs {
     /// The node's name.
     #[arg(value_name = "NODE")]
@@ -435,6 +456,33 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn logs_parses_kubectl_flags() {
+        let cli = Cli::try_parse_from([
+            "shturman", "logs", "web-1", "-c", "app", "-f", "--tail", "2", "-n", "edge",
+        ])
+        .expect("parses");
+        assert_eq!(cli.conn.namespace.as_deref(), Some("edge"));
+        match cli.command {
+            Command::Logs(l) => {
+                assert_eq!(l.pod, "web-1");
+                assert_eq!(l.container.as_deref(), Some("app"));
+                assert!(l.follow && !l.previous);
+                assert_eq!(l.tail, 2);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let cli = Cli::try_parse_from(["shturman", "logs", "pod/web", "--previous"]).expect("parses");
+        assert!(matches!(
+            cli.command,
+            Command::Logs(LogsArgs {
+                previous: true,
+                tail: -1,
+                ..
+            })
+        ));
     }
 
     #[test]

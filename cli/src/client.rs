@@ -274,6 +274,17 @@ impl Client {
         self.json(Method::DELETE, path, &[], Some(body)).await
     }
 
+    /// A GET whose body is read by the caller as it arrives (logs);
+    /// `bounded` applies the ordinary request timeout.
+    pub async fn get_stream(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        bounded: bool,
+    ) -> Result<reqwest::Response, ApiError> {
+        self.send(Method::GET, path, query, None, bounded).await
+    }
+
     /// Starts a watch; `query` should carry `watch=true` and a `resourceVersion`.
     pub async fn watch(&self, path: &str, query: &[(&str, String)]) -> Result<Watch, ApiError> {
         let resp = self.send(Method::GET, path, query, None, false).await?;

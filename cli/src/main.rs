@@ -1,7 +1,7 @@
 //! The `shturman` command: the all-in-one cluster (`up`), the control plane
 //! (`control`) and the kubectl-like
 //! client verbs (`apply`, `get`, `describe`, `delete`, `version`, `scale`,
-//! `rollout`, `cordon`, `uncordon`, `drain`).
+//! `rollout`, `cordon`, `uncordon`, `drain`, `logs`).
 //!
 //! Layout: [`args`] is the clap surface; [`config`] resolves the client
 //! configuration (kubeconfig files); [`client`] talks HTTP and turns failures
@@ -24,6 +24,7 @@ mod describe_kinds;
 mod drain_plan;
 mod duration;
 mod get;
+mod logs;
 mod manifests;
 mod node_cmd;
 mod output;
@@ -107,6 +108,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cordon(a) => node_cmd::cordon(a, &client, true).await,
         Command::Uncordon(a) => node_cmd::cordon(a, &client, false).await,
         Command::Drain(a) => node_cmd::drain(a, &client).await,
+        Command::Logs(a) => logs::run(a, &client).await,
     }
 }
 

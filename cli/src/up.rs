@@ -363,7 +363,8 @@ pub async fn run(args: &UpArgs) -> Result<()> {
     let cfg = agent_config(args, &node, &mqtt_url, Some(token.to_string()))?;
     let heartbeat = cfg.heartbeat_interval;
     let (stop_agent_tx, stop_agent_rx) = oneshot::channel::<()>();
-    let runtimes = Runtimes::standard(&cfg.data_dir).map_err(|e| anyhow!("the local agent cannot start: {e}"))?;
+    let runtimes =
+        Runtimes::standard(&cfg.data_dir).map_err(|e| anyhow!("the local agent cannot start: {e}"))?;
     let mut agent_task: AgentTask = tokio::spawn(shturman_agent::run(cfg, runtimes, async move {
         let _ = stop_agent_rx.await;
     }));

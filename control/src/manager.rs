@@ -78,6 +78,7 @@ impl Manager {
                 tasks: Vec::new(),
             };
         }
+        let logs = state.logs.clone();
         let client = Client::new(state);
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let pods = Informer::<Pod>::start(client.clone(), stop.clone());
@@ -137,6 +138,7 @@ impl Manager {
                 &config_maps,
                 &secrets,
                 config,
+                logs,
                 stop.clone(),
             ));
         }

@@ -23,6 +23,7 @@ use crate::facts::{self, Facts, HeartbeatInput};
 use crate::identity::{Identity, IdentityError};
 use crate::journal::{Journal, JournalError};
 use crate::link::{Link, LinkEvent, online_topic};
+use crate::logs_service::LogService;
 use crate::manager::PodManager;
 use crate::plan::{self, PodKey};
 use crate::runtime::Runtimes;
@@ -98,6 +99,8 @@ struct Agent {
     /// Revision of the newest pod set applied in this run (older ones,
     /// delivered late, are ignored).
     podset_revision: u64,
+    /// Serves `shturman logs` requests from the runtimes' log stores.
+    logs: LogService,
 }
 
 /// Runs the agent until `shutdown` resolves or a fatal error.
@@ -119,6 +122,7 @@ pub async fn run(
         tracing::warn!("journal entry skipped: {skipped}");
     }
     let facts = Facts::new(started);
+    let log_stores = runtimes.log_stores();
     let mut manager = PodManager::new(runtimes, Some(facts.internal_ip().to_string()));
     let journal_pods = loaded.pods.len();
     for (k, d) in loaded.pods {
@@ -142,7 +146,13 @@ pub async fn run(
             .ok_or_else(|| AgentError::NoToken(cfg.node_name.clone()))?;
         (token, true, Join::Pending)
     };
+    let logs = LogService::new(
+        cfg.node_name.clone(),
+        sign::mac_key(&identity.node_secret),
+        log_stores,
+    );
     let mut agent = Agent {
+        logs,
         key: sign::mac_key(&identity.node_secret),
         cfg,
         identity,
@@ -202,6 +212,7 @@ pub async fn run(
         }
     };
     tracing::info!("shutting down: publishing online=false and disconnecting");
+    agent.logs.shutdown().await;
     link.close(agent.connected, sign::online_payload(&agent.key, false))
         .await;
     agent.connected = false;
@@ -277,6 +288,13 @@ impl Agent {
                 }
                 Some(Topic::PodSet { node }) if node == self.cfg.node_name => {
                     self.on_pod_set(&payload, link).await;
+                }
+                Some(Topic::LogRequest { node }) if node == self.cfg.node_name && self.ready() => {
+                    self.logs
+                        .on_request(&payload, self.manager.desired(), link.publisher());
+                }
+                Some(Topic::LogCancel { node, id }) if node == self.cfg.node_name => {
+                    self.logs.on_cancel(&id);
                 }
                 _ => tracing::warn!(%topic, "message on an unexpected topic dropped"),
             },

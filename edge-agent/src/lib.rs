@@ -14,6 +14,7 @@
 //! - [`runtime`]: the small [`Runtime`](runtime::Runtime) trait runtimes implement;
 //! - [`manager`]: applies plans through runtimes and tracks pod statuses;
 //! - [`link`]: the MQTT connection (rumqttc), reconnecting forever;
+//! - [`logs_service`]: container logs for `shturman logs`, over the link;
 //! - [`state`]: `<data-dir>/state.json` and the offline log;
 //! - [`agent`]: the run loop tying them together;
 //! - [`wasm`]: the Wasm runtime (wasmtime, feature `wasm`) and its pure parts.
@@ -25,6 +26,7 @@ mod fsutil;
 pub mod identity;
 pub mod journal;
 pub mod link;
+pub mod logs_service;
 pub mod manager;
 pub mod plan;
 pub mod runtime;

@@ -8,7 +8,7 @@
 //! broker that keeps sessions queues the deletions published while the node
 //! was away (a broker that lost the session, or was restarted, cannot: the
 //! retained pod set covers that). Subscriptions, made on every connect: the
-//! pod set, the desired pods, the join answer. Last will:
+//! pod set, the desired pods, the join answer, log requests and cancels. Last will:
 //! `nodes/{node}/online` = `false`, retained.
 
 use std::time::Duration;
@@ -99,6 +99,7 @@ impl Link {
     pub fn subscribe(&self) -> Result<(), LinkError> {
         let filters = wire::node_filters(&self.node)
             .into_iter()
+            .chain(wire::node_log_filters(&self.node))
             .map(|f| rumqttc::SubscribeFilter::new(f, QoS::AtLeastOnce));
         self.client
             .try_subscribe_many(filters)
@@ -110,6 +111,12 @@ impl Link {
         self.client
             .try_publish(topic, QoS::AtLeastOnce, retain, payload)
             .map_err(|e| LinkError(e.to_string()))
+    }
+
+    /// A handle for tasks that stream replies (logs); it waits for room in
+    /// the client's queue instead of failing.
+    pub fn publisher(&self) -> Publisher {
+        Publisher(self.client.clone())
     }
 
     /// Publishes `offline` (the signed `online = false`), disconnects, and
@@ -129,6 +136,25 @@ impl Link {
         } else {
             task.abort();
         }
+    }
+}
+
+/// A cloneable, waiting publisher (QoS 1, not retained) for reply streams.
+#[derive(Clone)]
+pub struct Publisher(AsyncClient);
+
+impl Publisher {
+    #[cfg(test)]
+    pub(crate) fn for_tests(client: AsyncClient) -> Publisher {
+        Publisher(client)
+    }
+
+    /// Queues a QoS 1 publish, waiting while the client's queue is full.
+    pub async fn publish(&self, topic: String, payload: Vec<u8>) -> Result<(), LinkError> {
+        self.0
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .await
+            .map_err(|e| LinkError(e.to_string()))
     }
 }
 

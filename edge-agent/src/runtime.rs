@@ -74,6 +74,10 @@ pub trait Runtime: Send + Sync {
     async fn stop(&self, key: &PodKey, grace: Duration) -> Result<(), RuntimeError>;
     /// The pod's current status; `None` if the runtime does not know it.
     async fn status(&self, key: &PodKey) -> Option<PodStatus>;
+    /// Its containers' logs (`shturman logs`), if it keeps them.
+    fn logs(&self) -> Option<crate::wasm::LogStore> {
+        None
+    }
 }
 
 /// The runtimes this agent has.
@@ -87,10 +91,12 @@ impl Runtimes {
     pub fn standard(data_dir: &std::path::Path) -> Result<Runtimes, RuntimeError> {
         #[cfg(feature = "wasm")]
         {
-            let wasm = crate::wasm::WasmRuntime::new(crate::wasm::WasmOptions::new(data_dir))
-                .map_err(|e| RuntimeError {
-                    reason: "RuntimeUnavailable".into(),
-                    message: format!("the Wasm runtime cannot start: {e}"),
+            let wasm =
+                crate::wasm::WasmRuntime::new(crate::wasm::WasmOptions::new(data_dir)).map_err(|e| {
+                    RuntimeError {
+                        reason: "RuntimeUnavailable".into(),
+                        message: format!("the Wasm runtime cannot start: {e}"),
+                    }
                 })?;
             Ok(Runtimes(vec![Arc::new(wasm)]))
         }
@@ -99,6 +105,11 @@ impl Runtimes {
             let _ = data_dir;
             Ok(Runtimes::default())
         }
+    }
+
+    /// The log stores of every runtime that keeps logs.
+    pub fn log_stores(&self) -> Vec<crate::wasm::LogStore> {
+        self.0.iter().filter_map(|r| r.logs()).collect()
     }
 
     /// The runtime for a class, if this agent has one.

@@ -287,6 +287,8 @@ pub struct Up {
     /// The embedded broker's URL, for more agents.
     pub mqtt_url: String,
     args: Vec<String>,
+    /// Extra environment for the process (e.g. test-only timings).
+    env: Vec<(String, String)>,
     child: Option<Child>,
     log: PathBuf,
 }
@@ -295,6 +297,11 @@ impl Up {
     /// Starts `shturman up --node-name <node>` (none: the hostname's) with
     /// `extra` flags; waits until the API is ready and the banner is out.
     pub fn start(node: Option<&str>, extra: &[&str]) -> Result<Up> {
+        Self::start_with_env(node, extra, &[])
+    }
+
+    /// As [`Up::start`], with `env` set for the process (and its local agent).
+    pub fn start_with_env(node: Option<&str>, extra: &[&str], env: &[(&str, &str)]) -> Result<Up> {
         let dir = tempfile::tempdir()?;
         let api = free_port();
         let mqtt = free_port();
@@ -311,6 +318,10 @@ impl Up {
             mqtt_url: format!("mqtt://127.0.0.1:{mqtt}"),
             log: dir.path().join("up.log"),
             args,
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                .collect(),
             child: None,
             dir,
         };
@@ -338,6 +349,7 @@ impl Up {
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .env_remove("SHTURMAN_CONFIG")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

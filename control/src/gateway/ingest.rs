@@ -56,7 +56,12 @@ impl Shared {
                 Some(body) => self.pod_report(node, namespace, name, &body).await,
                 None => Ok(()),
             },
-            Topic::DesiredPod { .. } | Topic::PodSet { .. } | Topic::Joined { .. } => Ok(()),
+            Topic::DesiredPod { .. }
+            | Topic::PodSet { .. }
+            | Topic::Joined { .. }
+            | Topic::LogRequest { .. }
+            | Topic::LogCancel { .. }
+            | Topic::LogReply { .. } => Ok(()),
         };
         if let Err(e) = result {
             tracing::warn!(topic = %topic.name(), error = %e, "could not apply an agent's message");
@@ -65,7 +70,7 @@ impl Shared {
 
     /// The body of a signed message from `node`, if its MAC checks out
     /// against the node's registered secret.
-    fn open(&self, node: &str, payload: &[u8], what: &str) -> Option<String> {
+    pub(super) fn open(&self, node: &str, payload: &[u8], what: &str) -> Option<String> {
         if payload.is_empty() {
             return None;
         }

@@ -17,6 +17,8 @@
 //! - In: joins, heartbeats, the online flag and pod reports, handled in
 //!   [`ingest`], one worker per shard of node names so one node's messages
 //!   are applied in order.
+//! - Both ways, on demand: container logs ([`logs`]): requests out, signed
+//!   chunks in, handed to the API server's open streams.
 //!
 //! [`auth`] decides the embedded broker's CONNECTs; [`sign`] checks MACs;
 //! [`desired`] is the pure part of the publishing.
@@ -24,6 +26,7 @@
 pub mod auth;
 pub mod desired;
 pub mod ingest;
+pub mod logs;
 pub mod podsets;
 pub mod sign;
 
@@ -89,6 +92,8 @@ pub(crate) struct Shared {
     node_stamps: Mutex<HashMap<String, Stamp>>,
     pod_stamps: Mutex<HashMap<ObjectKey, (String, Stamp)>>,
     max_payload: usize,
+    /// Open log requests (shared with the API server).
+    logs: Arc<logs::LogHub>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -110,13 +115,15 @@ impl Shared {
     }
 }
 
-/// Starts the gateway; it runs until `stop` is cancelled.
+/// Starts the gateway; it runs until `stop` is cancelled. `logs` is the
+/// API server's hub of open log requests.
 pub fn start(
     client: Client,
     pods: &Informer<Pod>,
     config_maps: &Informer<ConfigMap>,
     secrets: &Informer<Secret>,
     config: GatewayConfig,
+    logs: Arc<logs::LogHub>,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(run(
@@ -125,6 +132,7 @@ pub fn start(
         config_maps.clone(),
         secrets.clone(),
         config,
+        logs,
         stop,
     ))
 }
@@ -149,6 +157,7 @@ pub async fn run(
     config_maps: Informer<ConfigMap>,
     secrets: Informer<Secret>,
     config: GatewayConfig,
+    logs: Arc<logs::LogHub>,
     stop: CancellationToken,
 ) {
     tokio::select! {
@@ -171,7 +180,9 @@ pub async fn run(
         node_stamps: Mutex::default(),
         pod_stamps: Mutex::default(),
         max_payload: config.max_payload,
+        logs: logs.clone(),
     });
+    logs.attach(shared.mqtt.clone());
     watch_inputs(&controller, &shared);
     let mut tasks = JoinSet::new();
     let mut shards = Vec::new();
@@ -191,6 +202,7 @@ pub async fn run(
         async move { s.reconcile_podset(&key).await }
     }));
     event_loop(&shared, events, &shards, &stop).await;
+    logs.detach();
     drop(shards);
     while tasks.join_next().await.is_some() {}
     tracing::info!("node gateway stopped");
@@ -268,6 +280,7 @@ async fn event_loop(
                     .chain([
                         format!("{PREFIX}/nodes/+/podset"),
                         format!("{PREFIX}/nodes/+/pods/+/+"),
+                        wire::log_replies_filter(),
                     ])
                     .map(|f| rumqttc::SubscribeFilter::new(f, QoS::AtLeastOnce));
                 if let Err(e) = shared.mqtt.try_subscribe_many(filters) {
@@ -289,7 +302,10 @@ async fn event_loop(
                         }
                     }
                     Topic::PodSet { node } => shared.seen_podset(node),
-                    Topic::Joined { .. } => {}
+                    Topic::Joined { .. } | Topic::LogRequest { .. } | Topic::LogCancel { .. } => {}
+                    // Off the ingest shards: a log reader waits on it, and
+                    // checking it never waits.
+                    Topic::LogReply { node, id } => shared.log_reply(node, id, &p.payload),
                     _ => {
                         let node = topic.node_name().unwrap_or_default();
                         let shard = &shards[shard_of(node, shards.len())];

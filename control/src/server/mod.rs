@@ -4,7 +4,7 @@
 //! - [`route`] parses a path into a typed target (pure);
 //! - [`handlers`] executes list/get/create/update/patch/delete;
 //! - [`object`] owns server-set metadata and merge patch (pure);
-//! - [`watch`] streams changes; [`error`] maps every failure to a `Status`;
+//! - [`watch`] streams changes; [`logs`] fetches container logs from nodes; [`error`] maps every failure to a `Status`;
 //! - [`auth`] the admin token and `admin.conf`; [`metrics`] `/metrics`;
 //!   [`discovery`] `/api`, `/apis`.
 
@@ -12,6 +12,7 @@ pub mod auth;
 pub mod discovery;
 pub mod error;
 pub mod handlers;
+pub mod logs;
 pub mod metrics;
 pub mod object;
 pub mod route;
@@ -49,6 +50,8 @@ pub struct State {
     pub metrics: metrics::Metrics,
     /// Flips to `true` when the server stops; open watches end on it.
     stop: tokio::sync::watch::Sender<bool>,
+    /// Open log requests to nodes (the node gateway answers them).
+    pub logs: Arc<crate::gateway::logs::LogHub>,
 }
 
 impl State {
@@ -59,6 +62,7 @@ impl State {
             token,
             metrics: metrics::Metrics::default(),
             stop: tokio::sync::watch::channel(false).0,
+            logs: Arc::default(),
         })
     }
 
@@ -214,12 +218,30 @@ pub fn router(state: Arc<State>) -> Router {
                 let s = metrics_state.clone();
                 async move {
                     let rev = s.store.revision().await.unwrap_or(0);
+                    let logs = &s.logs.metrics;
                     #[allow(clippy::cast_precision_loss)]
-                    let text = s.metrics.render(&[(
-                        "shturman_store_revision",
-                        "The store's latest durable revision.",
-                        rev as f64,
-                    )]);
+                    let text = s.metrics.render(&[
+                        (
+                            "shturman_store_revision",
+                            "The store's latest durable revision.",
+                            rev as f64,
+                        ),
+                        (
+                            "shturman_log_requests_total",
+                            "Log requests sent to nodes.",
+                            logs.requests.load(std::sync::atomic::Ordering::Relaxed) as f64,
+                        ),
+                        (
+                            "shturman_log_streams_cancelled_total",
+                            "Log streams the control plane cancelled (client gone, reader too slow).",
+                            logs.cancelled.load(std::sync::atomic::Ordering::Relaxed) as f64,
+                        ),
+                        (
+                            "shturman_log_streams_open",
+                            "Log streams open right now.",
+                            s.logs.open_streams() as f64,
+                        ),
+                    ]);
                     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
                 }
             }),
@@ -333,6 +355,9 @@ async fn execute(
     let json =
         |v: Result<Value, ApiError>, code: StatusCode| v.map(|v| (code, axum::Json(v)).into_response());
     match (target, method.clone()) {
+        (Target::PodLog { namespace, name }, Method::GET) => {
+            ("log", logs::serve(state, &namespace, &name, q).await)
+        }
         (Target::Collection { kind, namespace }, Method::GET) => {
             let selection = match Selection::from_query(q) {
                 Ok(s) => s,

@@ -16,12 +16,15 @@ pub enum Target {
         name: String,
         status: bool,
     },
+    /// A pod's container log (`…/pods/{name}/log`), fetched from its node.
+    PodLog { namespace: String, name: String },
 }
 
 impl Target {
     pub fn kind(&self) -> Kind {
         match self {
             Target::Collection { kind, .. } | Target::Object { kind, .. } => *kind,
+            Target::PodLog { .. } => Kind::Pod,
         }
     }
 }
@@ -63,6 +66,10 @@ pub fn parse(group: &str, rest: &str) -> Result<Target, RouteError> {
         Some(other) => Err(RouteError::UnknownResource(format!("{}/{other}", kind.plural()))),
     };
     match segs.as_slice() {
+        ["namespaces", ns, "pods", name, "log"] if group.is_empty() => Ok(Target::PodLog {
+            namespace: (*ns).to_string(),
+            name: (*name).to_string(),
+        }),
         [plural] => Ok(Target::Collection {
             kind: kind_of(plural)?,
             namespace: None,
@@ -139,6 +146,29 @@ mod tests {
         assert_eq!(
             parse("", "nodes/n1/status"),
             Ok(obj(Kind::Node, None, "n1", true))
+        );
+    }
+
+    #[test]
+    fn pod_logs() {
+        assert_eq!(
+            parse("", "namespaces/default/pods/web-1/log"),
+            Ok(Target::PodLog {
+                namespace: "default".into(),
+                name: "web-1".into()
+            })
+        );
+        assert_eq!(
+            parse("", "namespaces/default/pods/web-1/log").map(|t| t.kind()),
+            Ok(Kind::Pod)
+        );
+        assert_eq!(
+            parse("", "namespaces/default/configmaps/x/log"),
+            Err(RouteError::UnknownResource("configmaps/log".into()))
+        );
+        assert_eq!(
+            parse("apps", "namespaces/default/pods/web-1/log"),
+            Err(RouteError::UnknownResource("pods".into()))
         );
     }
 

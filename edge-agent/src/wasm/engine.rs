@@ -249,10 +249,11 @@ fn classify((result, oom): (wasmtime::Result<bool>, Option<String>)) -> Exit {
     }
 }
 
-/// The trap's own words (`wasm trap: wasm `unreachable` instruction executed`).
+/// The trap's own words (`wasm trap: wasm `unreachable` instruction executed`:
+/// wasmtime's `Trap` already says `wasm trap: `, so it is not added again).
 fn trap_text(e: &wasmtime::Error) -> String {
     match e.downcast_ref::<wasmtime::Trap>() {
-        Some(t) => format!("wasm trap: {t}"),
+        Some(t) => t.to_string(),
         None => e.to_string(),
     }
 }

@@ -176,9 +176,11 @@ pub fn phase(containers: &[(ContainerStatus, bool)]) -> PodPhase {
             PodPhase::Failed
         };
     }
-    // Running once every container has started at least once.
+    // Running once every container has started at least once (as kubelet:
+    // one waiting to restart after its first run has a last state).
     let started = containers.iter().all(|(s, _)| {
         s.restart_count > 0
+            || s.last_state.as_ref().is_some_and(|l| l.terminated.is_some())
             || !matches!(
                 kind(s),
                 ContainerStateKind::Waiting(_) | ContainerStateKind::Unknown
@@ -277,12 +279,24 @@ mod tests {
         let ok = st(Exit::Code(0).terminated(None, None), 0);
         let bad = st(Exit::Code(2).terminated(None, None), 0);
         let looping = st(back_off_state(Duration::from_secs(10), "c", "p"), 2);
+        // After the first crash, before the first restart: it has run.
+        let first_back_off = ContainerStatus {
+            last_state: Some(Exit::Trap("t".into()).terminated(None, None)),
+            ..st(back_off_state(Duration::from_secs(10), "c", "p"), 0)
+        };
         assert_eq!(phase(&[]), PodPhase::Pending);
         assert_eq!(
             phase(&[(creating.clone(), false), (running.clone(), false)]),
             PodPhase::Pending
         );
-        assert_eq!(phase(&[(running, false), (looping, false)]), PodPhase::Running);
+        assert_eq!(
+            phase(&[(running.clone(), false), (looping, false)]),
+            PodPhase::Running
+        );
+        assert_eq!(
+            phase(&[(running, false), (first_back_off, false)]),
+            PodPhase::Running
+        );
         assert_eq!(phase(&[(ok.clone(), true)]), PodPhase::Succeeded);
         assert_eq!(phase(&[(ok, true), (bad, true)]), PodPhase::Failed);
     }

@@ -39,11 +39,38 @@ pub struct WasmOptions {
     pub worker_threads: Option<usize>,
 }
 
+/// Environment variable shortening the restart back-off's base, in
+/// milliseconds (for tests: a crash loop observed in seconds, not minutes).
+/// Unset, kubelet's 10 s applies; users should leave it alone.
+pub const BACKOFF_BASE_ENV: &str = "SHTURMAN_RESTART_BACKOFF_BASE_MS";
+
+/// The default back-off with its base taken from `value` (milliseconds,
+/// as read from [`BACKOFF_BASE_ENV`]) when it is a positive number.
+pub fn backoff_with_base(value: Option<&str>) -> Backoff {
+    let default = Backoff::default();
+    match value.map(|v| v.trim().parse::<u64>()) {
+        None => default,
+        Some(Ok(ms)) if ms > 0 => Backoff {
+            base: Duration::from_millis(ms).min(default.max),
+            ..default
+        },
+        Some(_) => {
+            tracing::warn!(
+                value = value.unwrap_or_default(),
+                "{BACKOFF_BASE_ENV} is not a positive number of milliseconds; using {:?}",
+                default.base
+            );
+            default
+        }
+    }
+}
+
 impl WasmOptions {
+    /// Defaults, but for the back-off's base from [`BACKOFF_BASE_ENV`] when set.
     pub fn new(data_dir: impl Into<PathBuf>) -> WasmOptions {
         WasmOptions {
             data_dir: data_dir.into(),
-            backoff: Backoff::default(),
+            backoff: backoff_with_base(std::env::var(BACKOFF_BASE_ENV).ok().as_deref()),
             engine: EngineOptions::default(),
             logs: LogLimits::default(),
             worker_threads: None,
@@ -158,6 +185,10 @@ impl Runtime for WasmRuntime {
 
     fn class(&self) -> PodClass {
         PodClass::Wasm
+    }
+
+    fn logs(&self) -> Option<LogStore> {
+        Some(self.inner.logs.clone())
     }
 
     async fn start(&self, pod: &DesiredPod) -> Result<(), RuntimeError> {
