@@ -4,6 +4,8 @@
 //! Every load loop is bounded in count and in time and talks to loopback only.
 
 mod api_create;
+mod fleet;
+mod heartbeats;
 mod report;
 mod scheduler;
 mod scheduler_e2e;
@@ -21,9 +23,10 @@ struct Args {
     /// Concurrent clients for the create benchmark (repeatable).
     #[arg(long, default_values_t = vec![1, 16, 64])]
     concurrency: Vec<usize>,
-    /// Which scenarios to run: `all`, `api-create`, `scheduler` (repeatable).
+    /// Which scenarios to run: `all`, `api-create`, `scheduler`,
+    /// `heartbeats` (repeatable).
     #[arg(long, default_values_t = vec!["all".to_string()],
-          value_parser = clap::builder::PossibleValuesParser::new(["all", "api-create", "scheduler"]))]
+          value_parser = clap::builder::PossibleValuesParser::new(["all", "api-create", "scheduler", "heartbeats"]))]
     scenario: Vec<String>,
     /// Node counts for the scheduler benchmark (repeatable).
     #[arg(long, default_values_t = vec![1000, 5000])]
@@ -31,6 +34,24 @@ struct Args {
     /// Pending pods per scheduler benchmark run.
     #[arg(long, default_value_t = 10_000)]
     sched_pods: usize,
+    /// Simulated node counts for the heartbeat benchmark (repeatable).
+    /// The goal is stated at 10,000; the default stops at 5,000 because
+    /// 10,000 joins do not complete in minutes on the embedded broker yet
+    /// (see bench/src/heartbeats.rs). `--fleet-nodes 1000 10000` tries it.
+    #[arg(long, default_values_t = vec![1000, 5000])]
+    fleet_nodes: Vec<usize>,
+    /// Heartbeat period of the simulated nodes, seconds.
+    #[arg(long, default_value_t = 10)]
+    heartbeat_secs: u64,
+    /// Measured window once every node has joined, seconds.
+    #[arg(long, default_value_t = 30)]
+    fleet_window_secs: u64,
+    /// Window of the idle anchor (same process, no nodes), seconds.
+    #[arg(long, default_value_t = 10)]
+    idle_window_secs: u64,
+    /// New simulated-node connections per second while ramping up.
+    #[arg(long, default_value_t = 200)]
+    connects_per_sec: u32,
     /// Where to write the results as JSON.
     #[arg(long, default_value = "target/bench/results.json")]
     json: std::path::PathBuf,
@@ -48,6 +69,16 @@ async fn main() -> anyhow::Result<()> {
         // CPU-bound and alone on the runtime: run it in place, off the async path.
         tokio::task::block_in_place(|| scheduler::run_pure(&mut report, &args.sched_nodes, args.sched_pods))?;
         scheduler_e2e::run(&mut report, &args.sched_nodes, args.sched_pods).await?;
+    }
+    if wants("heartbeats") {
+        let opts = heartbeats::Options {
+            nodes: args.fleet_nodes.clone(),
+            period: std::time::Duration::from_secs(args.heartbeat_secs.max(1)),
+            window: std::time::Duration::from_secs(args.fleet_window_secs.max(1)),
+            idle_window: std::time::Duration::from_secs(args.idle_window_secs.max(1)),
+            connects_per_sec: args.connects_per_sec.max(1),
+        };
+        heartbeats::run(&mut report, &opts).await?;
     }
     report.print();
     report.write_json(&args.json)?;

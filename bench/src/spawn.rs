@@ -1,5 +1,5 @@
 //! Starting the real `shturman control` (release build) for a benchmark, on
-//! a free loopback port and its own temp dir.
+//! free loopback ports (API and embedded MQTT broker) and its own temp dir.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -20,11 +20,21 @@ fn bin(name: &str) -> Result<PathBuf> {
     Ok(p)
 }
 
+/// Two distinct free loopback ports (both held while picking, released
+/// before the control plane binds them: a small race, fine on loopback).
+fn free_ports() -> Result<(u16, u16)> {
+    let a = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let b = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok((a.local_addr()?.port(), b.local_addr()?.port()))
+}
+
 /// A control plane started for a benchmark; killed on drop.
 pub struct Control {
     child: Child,
     pub url: String,
     pub token: String,
+    /// The embedded MQTT broker's loopback port.
+    pub mqtt_port: u16,
     pid: u32,
     _dir: tempfile::TempDir,
 }
@@ -33,13 +43,15 @@ impl Control {
     /// Starts `shturman control --store <store>` and waits for /readyz.
     pub async fn start(store: &str) -> Result<Control> {
         let dir = tempfile::tempdir_in(std::env::temp_dir())?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let (port, mqtt_port) = free_ports()?;
         let data = dir.path().join("data");
         let child = Command::new(bin("shturman")?)
             .args(["control", "--store", store, "--data-dir"])
             .arg(&data)
             .args(["--api-addr", &format!("127.0.0.1:{port}")])
-            .env("RUST_LOG", "warn")
+            .args(["--mqtt-addr", &format!("127.0.0.1:{mqtt_port}")])
+            // rumqttd logs ordinary disconnects as errors: keep it quiet.
+            .env("RUST_LOG", "warn,rumqttd=off")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()?;
@@ -60,6 +72,7 @@ impl Control {
                     child,
                     url,
                     token: token.to_string(),
+                    mqtt_port,
                     pid,
                     _dir: dir,
                 });
@@ -69,6 +82,11 @@ impl Control {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The process id (for /proc sampling).
+    pub fn pid(&self) -> u32 {
+        self.pid
     }
 
     /// Resident memory of the process, in MiB (Linux).
