@@ -167,8 +167,12 @@ impl Banner<'_> {
              \nNext steps, in another terminal (the binaries are in {bin_dir}):\
              \n  export SHTURMAN_CONFIG={abs}\
              \n  shturman get nodes -o wide\
-             \n  shturman apply -f examples/hello-wasm-deployment.yaml\
-             \n  shturman get pods -o wide    # Pending (RuntimeUnavailable) until the Wasm and OCI runtimes land\
+             \n  ./scripts/build-wasm-examples.sh    # builds the example Wasm modules\
+             \n  sudo mkdir -p /opt/shturman/wasm\
+             \n  sudo cp wasm-examples/ticker/target/wasm32-wasip2/release/ticker.wasm /opt/shturman/wasm/\
+             \n  shturman apply -f wasm-examples/manifests/ticker-deployment.yaml\
+             \n  shturman get pods -o wide    # three ticker pods Running\
+             \n  shturman logs -f <pod>       # one line a second\
              \n\
              \nJoin more nodes: make a token here, then run the agent on the new node:\
              \n  TOKEN=$(shturman token create)\
@@ -532,7 +536,8 @@ mod tests {
             "export SHTURMAN_CONFIG=/home/me/shturman-data/admin.conf",
             "MQTT broker:  mqtt://127.0.0.1:1883 (embedded)",
             "local node:   laptop",
-            "shturman apply -f examples/",
+            "shturman apply -f wasm-examples/manifests/ticker-deployment.yaml",
+            "ticker.wasm /opt/shturman/wasm/",
             "shturman get nodes",
             "the binaries are in /src/shturman/target/release",
             "TOKEN=$(shturman token create)",

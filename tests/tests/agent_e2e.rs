@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
-use shturman_e2e::{ControlPlane, binary, free_port, stderr, stdout, wait_for};
+use shturman_e2e::{ControlPlane, binary, free_port, stderr, stdout, wait_for, workspace_root};
 
 const WAIT: Duration = Duration::from_secs(30);
+/// Deadline for a Wasm pod to run: the debug-built agent compiles the module first.
+const RUN_WAIT: Duration = Duration::from_secs(90);
 
 /// A running `shturman-agent`.
 struct Agent {
@@ -191,8 +193,47 @@ fn a_wrong_token_is_refused_with_exit_code_2() -> Result<()> {
     Ok(())
 }
 
+/// The `ticker` component (one line a second, forever), built by
+/// scripts/build-wasm-examples.sh (scripts/test.sh runs it).
+fn ticker_wasm() -> PathBuf {
+    let p = workspace_root().join("wasm-examples/ticker/target/wasm32-wasip2/release/ticker.wasm");
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/build-wasm-examples.sh (scripts/test.sh does)",
+        p.display()
+    );
+    p
+}
+
+/// The pods as JSON items.
+fn pods(cp: &ControlPlane) -> Vec<Value> {
+    let out = cp.cli(&["get", "pods", "-o", "json"]);
+    serde_json::from_slice::<Value>(&out.stdout)
+        .ok()
+        .and_then(|v| v["items"].as_array().cloned())
+        .unwrap_or_default()
+}
+
+/// Phase Running, condition Ready=True and the container running.
+fn is_running_and_ready(p: &Value) -> bool {
+    p["status"]["phase"] == "Running"
+        && p["status"]["containerStatuses"][0]["state"]["running"].is_object()
+        && p["status"]["conditions"]
+            .as_array()
+            .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+}
+
+/// When the pod's (first) container last started, as the node reported it.
+fn started_at(p: &Value) -> String {
+    p["status"]["containerStatuses"][0]["state"]["running"]["startedAt"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
 #[test]
 fn an_agent_restarted_without_its_control_plane_resumes_its_journal() -> Result<()> {
+    let wasm = ticker_wasm();
     let (mut cp, mqtt) = control_plane()?;
     let root = tempfile::tempdir()?;
     let tok = token(&cp)?;
@@ -201,24 +242,58 @@ fn an_agent_restarted_without_its_control_plane_resumes_its_journal() -> Result<
         nodes(&cp).iter().any(is_ready).then_some(())
     })
     .with_context(|| a.log_text())?;
-    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: hello\nspec:\n  nodeName: edge-j\n  \
-               containers:\n  - name: main\n    image: file:///opt/hello.wasm\n";
-    let out = cp.cli_stdin(&["apply", "-f", "-"], Some(pod));
+    let pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: hello\nspec:\n  nodeName: edge-j\n  \
+         runtimeClassName: wasmtime\n  containers:\n  - name: main\n    image: file://{}\n",
+        wasm.display()
+    );
+    let out = cp.cli_stdin(&["apply", "-f", "-"], Some(&pod));
     assert!(out.status.success(), "{}", stderr(&out));
-    let pending_reason = |cp: &ControlPlane| {
-        let out = cp.cli(&["get", "pod", "hello", "-o", "json"]);
-        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
-        let s = &v["status"]["containerStatuses"][0]["state"]["waiting"]["reason"];
-        s.as_str().map(str::to_string)
-    };
-    let reason = wait_for("the pod's status from the agent", WAIT, || pending_reason(&cp))
-        .with_context(|| a.log_text())?;
-    assert_eq!(reason, "RuntimeUnavailable");
 
-    // Control plane gone; agent restarted: it resumes the pod from its journal.
+    // The agent runs the module: Running and Ready, from the first start.
+    let first = wait_for("hello Running and Ready", RUN_WAIT, || {
+        pods(&cp).into_iter().find(is_running_and_ready)
+    })
+    .with_context(|| format!("{}\n{}", a.log_text(), cp.log_text()))?;
+    let uid = first["metadata"]["uid"].as_str().context("uid")?.to_string();
+    let first_start = started_at(&first);
+    assert!(!first_start.is_empty(), "{first}");
+    assert_eq!(
+        first["status"]["containerStatuses"][0]["restartCount"], 0,
+        "{first}"
+    );
+    // Its output lands in the node's log: the module really runs.
+    let log_file = a
+        .dir
+        .join("data/logs")
+        .join(format!("default_hello_{uid}"))
+        .join("main.log");
+    // Whether the ticker printed its line `n` at or after `since` (lines are
+    // `<time> stdout F ticker tick <n> at …`).
+    let ticked = |n: u32, since: chrono::DateTime<chrono::Utc>| {
+        let want = format!(" tick {n} at ");
+        std::fs::read_to_string(&log_file).is_ok_and(|text| {
+            text.lines().filter(|l| l.contains(&want)).any(|l| {
+                l.split_whitespace()
+                    .next()
+                    .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
+                    .is_some_and(|at| at >= since)
+            })
+        })
+    };
+    // Its second line also puts a whole second between this start and the
+    // next (startedAt has whole seconds).
+    wait_for("the ticker's second line", WAIT, || {
+        ticked(2, chrono::DateTime::UNIX_EPOCH).then_some(())
+    })
+    .with_context(|| a.log_text())?;
+
+    // Control plane gone; agent restarted: it resumes the pod from its
+    // journal and runs it again, offline.
     cp.kill9()?;
     let status = a.terminate()?;
     assert!(status.success(), "SIGTERM exit: {status}");
+    let restarted = chrono::Utc::now();
     a.spawn()?;
     let state = wait_for("the restarted agent's state", WAIT, || {
         a.state()
@@ -227,15 +302,33 @@ fn an_agent_restarted_without_its_control_plane_resumes_its_journal() -> Result<
     .with_context(|| a.log_text())?;
     assert_eq!(state["journalPods"], 1);
     assert_eq!(state["connected"], false);
+    assert_eq!(state["pods"].as_array().map(Vec::len), Some(1), "{state}");
     assert_eq!(state["pods"][0]["name"], "hello");
-    assert_eq!(state["pods"][0]["reason"], "RuntimeUnavailable");
+    assert_eq!(state["pods"][0]["uid"], uid.as_str());
     assert!(
         a.log_text().contains("loaded the journal pods=1"),
         "{}",
         a.log_text()
     );
+    // A Wasm module lives inside the agent's process: the agent's restart
+    // ended the old instance, and the new agent starts a new one with no
+    // control plane to ask: the pod's log has a first tick from after the
+    // restart. (state.json keeps the phase the pod was admitted with until
+    // the link returns: offline, the agent does not poll its runtimes.)
+    wait_for("the ticker to count from 1 again, offline", RUN_WAIT, || {
+        ticked(1, restarted).then_some(())
+    })
+    .with_context(|| {
+        format!(
+            "{}\n{:?}\n{}",
+            a.log_text(),
+            a.state(),
+            std::fs::read_to_string(&log_file).unwrap_or_default()
+        )
+    })?;
 
-    // The link returns: the same pod comes back retained, and nothing restarts.
+    // The link returns: the same pod (no duplicate, not replaced) is
+    // reported Running again, by the new instance.
     cp.spawn()?;
     wait_for("the agent to reconnect", WAIT, || {
         a.state().filter(|s| s["connected"] == true)
@@ -244,6 +337,28 @@ fn an_agent_restarted_without_its_control_plane_resumes_its_journal() -> Result<
     wait_for("edge-j Ready again", WAIT, || {
         nodes(&cp).iter().any(is_ready).then_some(())
     })?;
+    let again = wait_for("hello reported Running by the new instance", WAIT, || {
+        let ps = pods(&cp);
+        ps.iter()
+            .find(|p| is_running_and_ready(p) && started_at(p) != first_start)
+            .cloned()
+            .map(|p| (ps.len(), p))
+    })
+    .with_context(|| format!("{}\n{}", a.log_text(), cp.log_text()))?;
+    let (count, again) = again;
+    assert_eq!(count, 1, "one pod, no duplicate");
+    assert_eq!(again["metadata"]["uid"], uid.as_str(), "the same pod: {again}");
+    assert_eq!(again["spec"]["nodeName"], "edge-j");
+    assert!(started_at(&again) > first_start, "{first_start} -> {again}");
+    // restartCount counts the runtime restarting a container that exited
+    // (restartPolicy), kept in the agent's memory; the journal keeps the
+    // desired pods, not their run history. The module did not exit: it was
+    // ended with the agent's process and started afresh by the new one, so
+    // the count starts over at 0 (the new startedAt above shows the restart).
+    assert_eq!(
+        again["status"]["containerStatuses"][0]["restartCount"], 0,
+        "{again}"
+    );
     let log = a.log_text();
     assert!(!log.contains("replaced pod"), "{log}");
     assert_eq!(log.matches("started pod default/hello").count(), 2, "{log}");

@@ -16,6 +16,10 @@ const WAIT: Duration = Duration::from_secs(60);
 /// The grace and toleration `up` is started with here.
 const GRACE: &str = "2s";
 const TOLERATION: &str = "2";
+/// Deadline for Wasm pods to run: each debug-built agent compiles the module first.
+const RUN_WAIT: Duration = Duration::from_secs(90);
+/// The manifest `up`'s next steps apply.
+const TICKER_MANIFEST: &str = "wasm-examples/manifests/ticker-deployment.yaml";
 
 /// `get KIND -o json` items.
 fn items(up: &Up, kind: &str) -> Vec<Value> {
@@ -39,9 +43,9 @@ fn ready(node: &Value) -> &str {
         .unwrap_or("")
 }
 
-/// The pods of the hello-wasm Deployment that are not being deleted.
+/// The pods of the ticker Deployment that are not being deleted.
 fn live_pods(up: &Up) -> Vec<Value> {
-    let out = up.cli(&["get", "pods", "-l", "app=hello-wasm", "-o", "json"]);
+    let out = up.cli(&["get", "pods", "-l", "app=ticker", "-o", "json"]);
     serde_json::from_slice::<Value>(&out.stdout)
         .ok()
         .and_then(|v| v["items"].as_array().cloned())
@@ -55,24 +59,45 @@ fn node_of(pod: &Value) -> &str {
     pod["spec"]["nodeName"].as_str().unwrap_or_default()
 }
 
-/// The waiting reason the node reported for the pod's first container.
-fn waiting_reason(pod: &Value) -> &str {
-    pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
-        .as_str()
-        .unwrap_or_default()
+/// Phase Running, condition Ready=True and the first container running.
+fn running_and_ready(pod: &Value) -> bool {
+    pod["status"]["phase"] == "Running"
+        && pod["status"]["containerStatuses"][0]["state"]["running"].is_object()
+        && pod["status"]["conditions"]
+            .as_array()
+            .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
 }
 
 /// Every one of `want` pods bound to a node in `nodes` and reported by it
-/// as waiting for a runtime.
-fn bound_and_reported(up: &Up, want: usize, nodes: &[&str]) -> Option<Vec<Value>> {
+/// Running and Ready.
+fn bound_and_running(up: &Up, want: usize, nodes: &[&str]) -> Option<Vec<Value>> {
     let pods = live_pods(up);
     let ok = pods.len() == want
-        && pods.iter().all(|p| {
-            nodes.contains(&node_of(p))
-                && p["status"]["phase"] == "Pending"
-                && waiting_reason(p) == "RuntimeUnavailable"
-        });
+        && pods
+            .iter()
+            .all(|p| nodes.contains(&node_of(p)) && running_and_ready(p));
     ok.then_some(pods)
+}
+
+/// The ticker Deployment users are told to apply
+/// (wasm-examples/manifests/ticker-deployment.yaml), with its module path
+/// (`file:///opt/shturman/wasm/ticker.wasm`, where users copy it) replaced by
+/// the module scripts/build-wasm-examples.sh built.
+fn ticker_manifest() -> Result<String> {
+    const MODULE: &str = "file:///opt/shturman/wasm/ticker.wasm";
+    let wasm = workspace_root().join("wasm-examples/ticker/target/wasm32-wasip2/release/ticker.wasm");
+    if !wasm.exists() {
+        bail!(
+            "{} is missing: run scripts/build-wasm-examples.sh (scripts/test.sh does)",
+            wasm.display()
+        );
+    }
+    let path = workspace_root().join(TICKER_MANIFEST);
+    let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
+    if text.matches(MODULE).count() != 1 {
+        bail!("{} does not name {MODULE} once:\n{text}", path.display());
+    }
+    Ok(text.replace(MODULE, &format!("file://{}", wasm.display())))
 }
 
 fn logs(up: &Up, agents: &[&Agent]) -> String {
@@ -101,7 +126,11 @@ fn up_and_two_agents_make_a_cluster_that_moves_pods_off_a_dead_node() -> Result<
         format!("admin config: {}", up.admin_conf().display()),
         format!("MQTT broker:  {} (embedded)", up.mqtt_url),
         "local node:   up-local".to_string(),
-        "shturman apply -f examples/hello-wasm-deployment.yaml".to_string(),
+        "./scripts/build-wasm-examples.sh".to_string(),
+        "cp wasm-examples/ticker/target/wasm32-wasip2/release/ticker.wasm /opt/shturman/wasm/".to_string(),
+        format!("shturman apply -f {TICKER_MANIFEST}"),
+        "shturman get pods -o wide".to_string(),
+        "shturman logs -f <pod>".to_string(),
         "shturman get nodes".to_string(),
         "TOKEN=$(shturman token create)".to_string(),
         format!(
@@ -154,18 +183,21 @@ fn up_and_two_agents_make_a_cluster_that_moves_pods_off_a_dead_node() -> Result<
         }
     }
 
-    // Three replicas, spread over the nodes; no runtime yet, so each node
-    // keeps its pod Pending and says why.
-    let manifest = workspace_root().join("examples/hello-wasm-deployment.yaml");
-    let out = up.cli(&["apply", "-f", &manifest.display().to_string()]);
+    // Three replicas of the real ticker module, spread over the nodes, and
+    // each node runs its own.
+    assert!(
+        !banner.contains("RuntimeUnavailable"),
+        "the next steps still promise Pending pods:\n{banner}"
+    );
+    let out = up.cli_stdin(&["apply", "-f", "-"], Some(&ticker_manifest()?));
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        stdout(&out).contains("deployment.apps/hello-wasm created"),
+        stdout(&out).contains("deployment.apps/ticker created"),
         "{}",
         stdout(&out)
     );
-    let pods = wait_for("3 pods bound and reported RuntimeUnavailable", WAIT, || {
-        bound_and_reported(&up, 3, &all)
+    let pods = wait_for("3 ticker pods bound, Running and Ready", RUN_WAIT, || {
+        bound_and_running(&up, 3, &all)
     })
     .with_context(|| logs(&up, &[&a, &b]))?;
     let spread: BTreeSet<&str> = pods.iter().map(node_of).collect();
@@ -194,9 +226,10 @@ fn up_and_two_agents_make_a_cluster_that_moves_pods_off_a_dead_node() -> Result<
         .context(wide.clone())?;
     assert!(line.contains("NotReady"), "{line}");
 
-    // … and after the toleration its pod is replaced on the other nodes.
-    let after = wait_for("the pods to move off edge-a", WAIT, || {
-        bound_and_reported(&up, 3, &["up-local", "edge-b"])
+    // … and after the toleration its pod is replaced on the other nodes,
+    // where it runs.
+    let after = wait_for("the pods to move off edge-a and run", RUN_WAIT, || {
+        bound_and_running(&up, 3, &["up-local", "edge-b"])
     })
     .with_context(|| logs(&up, &[&a, &b]))?;
     let names: BTreeSet<String> = after.iter().map(|p| name(p).to_string()).collect();
@@ -208,6 +241,13 @@ fn up_and_two_agents_make_a_cluster_that_moves_pods_off_a_dead_node() -> Result<
         "edge-a NotReady {not_ready_after:?} after kill -9 (grace {GRACE}); pods moved after {:?}",
         killed.elapsed()
     );
+    wait_for("the Deployment to count 3/3 ready again", WAIT, || {
+        let out = stdout(&up.cli(&["get", "deploy", "ticker"]));
+        out.lines()
+            .any(|l| l.starts_with("ticker ") && l.contains(" 3/3 "))
+            .then_some(())
+    })
+    .with_context(|| stdout(&up.cli(&["get", "deploy", "ticker"])))?;
     drop(b);
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! Shared by the agent end-to-end tests that live outside `agent_e2e.rs`:
 //! a real `shturman-agent` process and a real Mosquitto broker, each killed
-//! on drop. (Kept here, not in the harness library, until the agent harness
-//! settles; `agent_e2e.rs` has its own copy of the agent part.)
+//! on drop, and pods that run the real `ticker` Wasm module (built by
+//! scripts/build-wasm-examples.sh). (Kept here, not in the harness library,
+//! until the agent harness settles; `agent_e2e.rs` has its own copy of the
+//! agent part.)
 
 #![allow(dead_code)]
 
@@ -10,11 +12,16 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use chrono::{DateTime, Utc};
 use serde_json::Value;
-use shturman_e2e::{ControlPlane, binary, free_port, stderr, stdout, wait_for};
+use shturman_e2e::{ControlPlane, binary, free_port, stderr, stdout, wait_for, workspace_root};
 
 /// How long any one condition may take.
 pub const WAIT: Duration = Duration::from_secs(30);
+
+/// How long a pod may take to reach Running: the agent is a debug build and
+/// compiles the module first (wasm_pods.rs allows as much).
+pub const RUN_WAIT: Duration = Duration::from_secs(90);
 
 /// A running `shturman-agent` with its own data dir and log.
 pub struct Agent {
@@ -131,6 +138,33 @@ impl Agent {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// The folder the Wasm runtime keeps a `default`-namespace pod's
+    /// container logs in (`<data-dir>/logs/default_<name>_<uid>`); it is
+    /// removed when the pod stops.
+    pub fn pod_log_dir(&self, name: &str, uid: &str) -> PathBuf {
+        self.dir
+            .join("data")
+            .join("logs")
+            .join(format!("default_{name}_{uid}"))
+    }
+
+    /// The lines the current run of a [`bind_pod`] pod's container wrote
+    /// (`<time> <stream> F <text>`; the file starts afresh with each run);
+    /// empty while there is no file.
+    pub fn pod_log(&self, name: &str, uid: &str) -> Vec<String> {
+        std::fs::read_to_string(self.pod_log_dir(name, uid).join(format!("{CONTAINER}.log")))
+            .map(|t| t.lines().map(str::to_string).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// When a container log line (`<time> <stream> F <text>`) was written.
+pub fn log_time(line: &str) -> Option<DateTime<Utc>> {
+    let t = line.split_whitespace().next()?;
+    DateTime::parse_from_rfc3339(t)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 impl Drop for Agent {
@@ -174,12 +208,28 @@ pub fn is_ready(node: &Value) -> bool {
     ready_condition(node).is_some_and(|c| c["status"] == "True")
 }
 
-/// Applies a Pod named `name` bound to `node` (a Wasm image: stays Pending
-/// with reason RuntimeUnavailable until a runtime exists).
+/// The container name of [`bind_pod`]'s pods.
+pub const CONTAINER: &str = "main";
+
+/// The `ticker` component (prints a numbered line a second, forever).
+pub fn ticker_wasm() -> PathBuf {
+    let p = workspace_root().join("wasm-examples/ticker/target/wasm32-wasip2/release/ticker.wasm");
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/build-wasm-examples.sh (scripts/test.sh does)",
+        p.display()
+    );
+    p
+}
+
+/// Applies a Pod named `name` bound to `node` that runs the real `ticker`
+/// module on wasmtime (it reaches Running and Ready, and never exits);
+/// returns its uid.
 pub fn bind_pod(cp: &ControlPlane, name: &str, node: &str) -> Result<String> {
     let pod = format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  nodeName: {node}\n  \
-         containers:\n  - name: main\n    image: file:///opt/hello.wasm\n"
+         runtimeClassName: wasmtime\n  containers:\n  - name: {CONTAINER}\n    image: file://{wasm}\n",
+        wasm = ticker_wasm().display()
     );
     let out = cp.cli_stdin(&["apply", "-f", "-"], Some(&pod));
     if !out.status.success() {
@@ -188,22 +238,49 @@ pub fn bind_pod(cp: &ControlPlane, name: &str, node: &str) -> Result<String> {
     pod_uid(cp, name).context("the applied pod has no uid")
 }
 
-/// A pod's uid, if the pod exists.
-pub fn pod_uid(cp: &ControlPlane, name: &str) -> Option<String> {
+/// A pod as JSON, if it exists.
+pub fn pod(cp: &ControlPlane, name: &str) -> Option<Value> {
     let out = cp.cli(&["get", "pod", name, "-o", "json"]);
     if !out.status.success() {
         return None;
     }
-    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
-    v["metadata"]["uid"].as_str().map(str::to_string)
+    serde_json::from_slice(&out.stdout).ok()
 }
 
-/// The waiting reason the agent reported for a pod's first container.
-pub fn reported_reason(cp: &ControlPlane, name: &str) -> Option<String> {
-    let out = cp.cli(&["get", "pod", name, "-o", "json"]);
-    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
-    let s = &v["status"]["containerStatuses"][0]["state"]["waiting"]["reason"];
-    s.as_str().map(str::to_string)
+/// A pod's uid, if the pod exists.
+pub fn pod_uid(cp: &ControlPlane, name: &str) -> Option<String> {
+    pod(cp, name)?["metadata"]["uid"].as_str().map(str::to_string)
+}
+
+/// Whether the reported status says phase Running, condition Ready True
+/// and the first container running.
+pub fn is_running_and_ready(p: &Value) -> bool {
+    p["status"]["phase"] == "Running"
+        && p["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        && container_status(p)["state"]["running"].is_object()
+}
+
+/// The pod, when the agent has reported it Running and Ready.
+pub fn running_pod(cp: &ControlPlane, name: &str) -> Option<Value> {
+    pod(cp, name).filter(is_running_and_ready)
+}
+
+/// The reported status of the pod's (only) container.
+pub fn container_status(p: &Value) -> &Value {
+    &p["status"]["containerStatuses"][0]
+}
+
+/// When the container's current run started (`state.running.startedAt`,
+/// whole seconds).
+pub fn started_at(p: &Value) -> Option<DateTime<Utc>> {
+    let t = container_status(p)["state"]["running"]["startedAt"].as_str()?;
+    DateTime::parse_from_rfc3339(t)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 /// A real Mosquitto on two loopback ports of its own, configured the way
