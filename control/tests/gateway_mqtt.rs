@@ -389,6 +389,28 @@ async fn join_heartbeat_and_link_drop() -> Result<()> {
         "no forged or stale labels: {node}"
     );
 
+    // What the node did while offline becomes Events on the Node.
+    let mut back = heartbeat("pi-1", 3, json!({}))?;
+    back.offline_log = vec!["restarted container default/web/app (exit 1)".into()];
+    agent
+        .signed(Topic::NodeStatus { node: "pi-1".into() }, &back, &secret)
+        .await?;
+    let event = eventually("the offline report as an Event", || async {
+        let (_, list) = cp
+            .call(reqwest::Method::GET, "/api/v1/namespaces/default/events", None)
+            .await?;
+        Ok(list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["reason"] == "WhileOffline")
+            .cloned())
+    })
+    .await?;
+    assert_eq!(event["involvedObject"]["kind"], "Node");
+    assert_eq!(event["involvedObject"]["name"], "pi-1");
+    assert_eq!(event["message"], "restarted container default/web/app (exit 1)");
+
     // The last will: the link dropped; Ready is Unknown at once.
     agent
         .signed(Topic::NodeOnline { node: "pi-1".into() }, &false, &secret)

@@ -16,6 +16,9 @@ use super::Shared;
 use super::auth::{self, NODE_SECRET_PREFIX, valid_node_name, valid_node_secret};
 use super::sign;
 use crate::runtime::ObjectKey;
+
+/// At most this many offline-log lines of one heartbeat become Events.
+const OFFLINE_EVENTS: usize = 20;
 use crate::server::error::ApiError;
 use crate::tokens::{self, SYSTEM_NAMESPACE, constant_time_eq};
 
@@ -255,8 +258,13 @@ impl Shared {
             }
             current.status = Some(status);
             match self.client.replace_status(&current).await {
-                Ok(_) => {
+                Ok(written) => {
                     self.node_stamps().insert(node.to_string(), hb.stamp);
+                    // What the node did while its link was down, as Events on
+                    // the Node (`describe node`, `get events`), bounded.
+                    for line in hb.offline_log.iter().take(OFFLINE_EVENTS) {
+                        self.recorder.normal(&written, "WhileOffline", line).await;
+                    }
                     return Ok(());
                 }
                 Err(e) if e.is_conflict() => continue,

@@ -45,7 +45,7 @@ use tokio_util::sync::CancellationToken;
 use self::auth::Credentials;
 use crate::client::Client;
 use crate::runtime::controller::QueueHandle;
-use crate::runtime::{Action, Controller, Informer, ObjectKey};
+use crate::runtime::{Action, Controller, Informer, ObjectKey, Recorder, SystemClock};
 
 /// How the gateway reaches the broker.
 #[derive(Clone, Debug)]
@@ -94,6 +94,8 @@ pub(crate) struct Shared {
     max_payload: usize,
     /// Open log requests (shared with the API server).
     logs: Arc<logs::LogHub>,
+    /// Records what nodes report of their time offline as Events.
+    recorder: Recorder,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -167,6 +169,7 @@ pub async fn run(
     let (mqtt, events) = AsyncClient::new(mqtt_options(&config), 1024);
     let controller = Controller::new("node-gateway", stop.clone());
     let podset_controller = Controller::new("node-gateway-podsets", stop.clone());
+    let recorder = Recorder::new(client.clone(), "node-gateway", Arc::new(SystemClock));
     let shared = Arc::new(Shared {
         client,
         mqtt,
@@ -181,6 +184,7 @@ pub async fn run(
         pod_stamps: Mutex::default(),
         max_payload: config.max_payload,
         logs: logs.clone(),
+        recorder,
     });
     logs.attach(shared.mqtt.clone());
     watch_inputs(&controller, &shared);
