@@ -32,6 +32,15 @@ pub(super) trait Watched: Send + Sync {
     fn dependents_of(&self, uid: &str) -> Vec<ObjectMeta>;
     /// Every cached key.
     fn keys(&self) -> Vec<ObjectKey>;
+    /// Objects with an owner reference to `uid`, listed live from the store
+    /// (in `namespace`, or everywhere): for decisions a lagging cache must
+    /// not make, such as releasing an orphaning owner.
+    async fn live_dependents_of(
+        &self,
+        client: &Client,
+        namespace: Option<&str>,
+        uid: &str,
+    ) -> Result<Vec<ObjectMeta>, ApiError>;
     async fn wait_synced(&self);
     /// The object's metadata, read live (`None` when absent).
     async fn live(&self, client: &Client, key: &ObjectKey) -> Result<Option<ObjectMeta>, ApiError>;
@@ -76,6 +85,21 @@ impl<T: Object + Send + Sync + 'static> Watched for Typed<T> {
 
     async fn wait_synced(&self) {
         self.informer.wait_synced().await;
+    }
+
+    async fn live_dependents_of(
+        &self,
+        client: &Client,
+        namespace: Option<&str>,
+        uid: &str,
+    ) -> Result<Vec<ObjectMeta>, ApiError> {
+        let ns = namespace.filter(|_| T::KIND.namespaced());
+        let (objs, _) = client.list::<T>(ns).await?;
+        Ok(objs
+            .into_iter()
+            .filter(|o| o.metadata().owner_references.iter().any(|r| r.uid == uid))
+            .map(|o| o.metadata().clone())
+            .collect())
     }
 
     async fn live(&self, client: &Client, key: &ObjectKey) -> Result<Option<ObjectMeta>, ApiError> {

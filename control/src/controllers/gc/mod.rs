@@ -308,7 +308,17 @@ impl Shared {
         let Some(uid) = owner.uid.clone() else {
             return Ok(());
         };
-        for (kind, d) in self.dependents(&uid) {
+        // Listed live, not from the caches: a dependent created just before
+        // the owner's delete may not be cached yet, and releasing the owner
+        // without stripping it would let it be collected as an orphan.
+        let namespace = owner.namespace.as_deref().filter(|ns| !ns.is_empty());
+        let mut dependents = Vec::new();
+        for (kind, dw) in &self.kinds {
+            for d in dw.live_dependents_of(&self.client, namespace, &uid).await? {
+                dependents.push((*kind, d));
+            }
+        }
+        for (kind, d) in dependents {
             let Some(dw) = self.watched(kind) else { continue };
             let dkey = key_of(&d);
             let Some(live) = dw.live(&self.client, &dkey).await? else {
