@@ -184,7 +184,15 @@ impl Facts {
                         address: self.hostname.clone(),
                     },
                 ],
-                node_info: Some(self.info.clone()),
+                // The runtimes offered, for `get nodes -o wide`'s CONTAINER-RUNTIME.
+                node_info: Some(NodeSystemInfo {
+                    container_runtime_version: handlers
+                        .iter()
+                        .map(|h| h.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    ..self.info.clone()
+                }),
                 runtime_handlers: handlers,
             },
             labels,
@@ -325,6 +333,13 @@ mod tests {
         assert_eq!(info.operating_system, "linux");
         assert!(!info.kernel_version.is_empty());
         assert_eq!(hb.status.runtime_handlers.len(), 1);
+        assert_eq!(
+            hb.status
+                .node_info
+                .as_ref()
+                .map(|i| i.container_runtime_version.as_str()),
+            Some("wasmtime")
+        );
         assert_eq!(hb.status.addresses[0].type_, NodeAddressType::InternalIP);
         assert!(hb.status.addresses[0].address.parse::<IpAddr>().is_ok());
     }
