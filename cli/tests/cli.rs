@@ -2,100 +2,14 @@
 //! in-process on port 0 with the memory store.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+
+use std::process::{Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use shturman_control::{Config, Control, StoreChoice};
+mod common;
 
-/// A running control plane and a scratch directory to run the CLI in.
-struct Cluster {
-    dir: tempfile::TempDir,
-    admin_conf: PathBuf,
-    url: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    runtime: tokio::runtime::Runtime,
-}
-
-impl Cluster {
-    fn start() -> Cluster {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = Config {
-            data_dir: dir.path().join("data"),
-            api_addr: "127.0.0.1:0".parse().expect("addr"),
-            store: StoreChoice::Memory,
-            // These tests drive objects by hand: no controllers.
-            controllers: shturman_control::manager::ControllerSettings::disabled(),
-            mqtt: shturman_control::MqttChoice::Off,
-        };
-        let control = runtime.block_on(Control::start(config)).expect("control starts");
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let admin_conf = control.admin_conf.clone();
-        let url = control.url.clone();
-        runtime.spawn(control.run_until(async move {
-            let _ = rx.await;
-        }));
-        Cluster {
-            dir,
-            admin_conf,
-            url,
-            stop: Some(tx),
-            runtime,
-        }
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shturman"));
-        cmd.current_dir(self.dir.path())
-            .env_remove("SHTURMAN_SERVER")
-            .env_remove("SHTURMAN_TOKEN")
-            .env_remove("RUST_LOG")
-            .env("SHTURMAN_CONFIG", &self.admin_conf)
-            .env("HOME", self.dir.path())
-            .args(args);
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().expect("runs")
-    }
-
-    /// Runs and expects success; returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "shturman {args:?} failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn write(&self, name: &str, text: &str) -> String {
-        let path = self.dir.path().join(name);
-        std::fs::write(&path, text).expect("write");
-        path.display().to_string()
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let _ = &self.runtime;
-    }
-}
+use common::Cluster;
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
