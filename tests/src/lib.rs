@@ -418,7 +418,8 @@ impl Drop for Up {
 /// (`<root>/<name>/data`), logging to `<root>/<name>/agent.log`.
 pub struct Agent {
     pub name: String,
-    dir: PathBuf,
+    /// `<root>/<name>`: the data dir is `data/` inside it.
+    pub dir: PathBuf,
     log: PathBuf,
     args: Vec<String>,
     child: Option<Child>,
@@ -496,10 +497,55 @@ impl Agent {
         terminate(&mut c, Duration::from_secs(30))
     }
 
+    /// Waits for the process to end on its own.
+    pub fn wait_exit(&mut self) -> Result<std::process::ExitStatus> {
+        let mut c = self.child.take().context("the agent is not running")?;
+        wait_for("the agent to exit", Duration::from_secs(30), || {
+            c.try_wait().ok().flatten()
+        })
+        .with_context(|| self.log_text())
+    }
+
     /// The agent's `state.json`, once written.
     pub fn state(&self) -> Option<serde_json::Value> {
         let text = std::fs::read_to_string(self.dir.join("data").join("state.json")).ok()?;
         serde_json::from_str(&text).ok()
+    }
+
+    /// The pod names the state file lists.
+    pub fn state_pods(&self) -> Option<Vec<String>> {
+        let s = self.state()?;
+        Some(
+            s["pods"]
+                .as_array()?
+                .iter()
+                .filter_map(|p| p["name"].as_str().map(str::to_string))
+                .collect(),
+        )
+    }
+
+    /// The journal's files (`{namespace}_{name}.json`), sorted.
+    pub fn journal_files(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.dir.join("data").join("journal"))
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.ends_with(".json") && !n.starts_with('.'))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    /// The folder the Wasm runtime keeps a `default`-namespace pod's
+    /// container logs in (`<data-dir>/logs/default_<name>_<uid>`); it is
+    /// removed when the pod stops.
+    pub fn pod_log_dir(&self, name: &str, uid: &str) -> PathBuf {
+        self.dir
+            .join("data")
+            .join("logs")
+            .join(format!("default_{name}_{uid}"))
     }
 
     /// What the agent logged so far.

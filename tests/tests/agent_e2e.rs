@@ -3,100 +3,27 @@
 //! processes, each with its own node name and data dir.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
-use shturman_e2e::{ControlPlane, binary, free_port, stderr, stdout, wait_for, workspace_root};
+use shturman_e2e::{Agent, ControlPlane, free_port, stderr, stdout, wait_for, workspace_root};
 
 const WAIT: Duration = Duration::from_secs(30);
 /// Deadline for a Wasm pod to run: the debug-built agent compiles the module first.
 const RUN_WAIT: Duration = Duration::from_secs(90);
 
-/// A running `shturman-agent`.
-struct Agent {
-    dir: PathBuf,
-    log: PathBuf,
-    args: Vec<String>,
-    child: Option<Child>,
-}
-
-impl Agent {
-    fn start(mqtt: &str, name: &str, token: &str, root: &Path) -> Result<Agent> {
-        let dir = root.join(name);
-        std::fs::create_dir_all(&dir)?;
-        let args = vec![
-            "--mqtt-url".to_string(),
-            mqtt.to_string(),
-            "--token".into(),
-            token.into(),
-            "--node-name".into(),
-            name.into(),
-            "--data-dir".into(),
-            dir.join("data").display().to_string(),
-            "--labels".into(),
-            format!("test/agent={name}"),
-            "--heartbeat-interval".into(),
-            "1s".into(),
-        ];
-        let mut a = Agent {
-            log: dir.join("agent.log"),
-            dir,
-            args,
-            child: None,
-        };
-        a.spawn()?;
-        Ok(a)
-    }
-
-    fn spawn(&mut self) -> Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)?;
-        let child = Command::new(binary("shturman-agent"))
-            .args(&self.args)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting shturman-agent")?;
-        self.child = Some(child);
-        Ok(())
-    }
-
-    /// SIGTERM, then wait for the exit.
-    fn terminate(&mut self) -> Result<ExitStatus> {
-        let mut c = self.child.take().context("agent not running")?;
-        Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
-            .status()?;
-        let status = wait_for("the agent to exit after SIGTERM", WAIT, || {
-            c.try_wait().ok().flatten()
-        })?;
-        Ok(status)
-    }
-
-    fn state(&self) -> Option<Value> {
-        let text = std::fs::read_to_string(self.dir.join("data").join("state.json")).ok()?;
-        serde_json::from_str(&text).ok()
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+/// Starts an agent (data under `root/name`) labelled `test/agent=<name>`,
+/// heartbeating every second.
+fn start_agent(mqtt: &str, name: &str, token: &str, root: &Path) -> Result<Agent> {
+    let label = format!("test/agent={name}");
+    Agent::start(
+        mqtt,
+        name,
+        token,
+        root,
+        &["--labels", &label, "--heartbeat-interval", "1s"],
+    )
 }
 
 fn control_plane() -> Result<(ControlPlane, String)> {
@@ -134,8 +61,8 @@ fn two_agents_join_and_report_real_figures() -> Result<()> {
     let (cp, mqtt) = control_plane()?;
     let root = tempfile::tempdir()?;
     let tok = token(&cp)?;
-    let a = Agent::start(&mqtt, "edge-a", &tok, root.path())?;
-    let b = Agent::start(&mqtt, "edge-b", &tok, root.path())?;
+    let a = start_agent(&mqtt, "edge-a", &tok, root.path())?;
+    let b = start_agent(&mqtt, "edge-b", &tok, root.path())?;
     let ready = wait_for("both nodes Ready", WAIT, || {
         let ns = nodes(&cp);
         let ready: Vec<Value> = ns.into_iter().filter(is_ready).collect();
@@ -182,9 +109,8 @@ fn two_agents_join_and_report_real_figures() -> Result<()> {
 fn a_wrong_token_is_refused_with_exit_code_2() -> Result<()> {
     let (cp, mqtt) = control_plane()?;
     let root = tempfile::tempdir()?;
-    let mut a = Agent::start(&mqtt, "edge-bad", "abcdef.0123456789abcdef", root.path())?;
-    let mut child = a.child.take().context("child")?;
-    let status = wait_for("the agent to give up", WAIT, || child.try_wait().ok().flatten())?;
+    let mut a = start_agent(&mqtt, "edge-bad", "abcdef.0123456789abcdef", root.path())?;
+    let status = a.wait_exit()?;
     let log = a.log_text();
     assert_eq!(status.code(), Some(2), "{log}");
     assert!(log.contains("refused the join token"), "{log}");
@@ -237,7 +163,7 @@ fn an_agent_restarted_without_its_control_plane_resumes_its_journal() -> Result<
     let (mut cp, mqtt) = control_plane()?;
     let root = tempfile::tempdir()?;
     let tok = token(&cp)?;
-    let mut a = Agent::start(&mqtt, "edge-j", &tok, root.path())?;
+    let mut a = start_agent(&mqtt, "edge-j", &tok, root.path())?;
     wait_for("edge-j Ready", WAIT, || {
         nodes(&cp).iter().any(is_ready).then_some(())
     })

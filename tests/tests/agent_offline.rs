@@ -13,8 +13,8 @@ use anyhow::{Context, Result};
 use chrono::{TimeDelta, Utc};
 use shturman_e2e::{ControlPlane, free_port, stderr, wait_for};
 use support::{
-    Agent, RUN_WAIT, WAIT, bind_pod, container_status, is_ready, log_time, node, pod_uid, running_pod,
-    started_at, token,
+    Agent, RUN_WAIT, WAIT, bind_pod, container_status, is_ready, log_time, node, pod_log, pod_uid,
+    running_pod, start_agent, started_at, token,
 };
 
 #[test]
@@ -24,7 +24,7 @@ fn a_pod_deleted_while_the_node_was_away_is_dropped_from_its_journal() -> Result
     let mqtt = format!("mqtt://{addr}");
     let root = tempfile::tempdir()?;
     let tok = token(&cp)?;
-    let mut a = Agent::start(&mqtt, "edge-o", &tok, root.path())?;
+    let mut a = start_agent(&mqtt, "edge-o", &tok, root.path())?;
     let logs =
         |a: &Agent, cp: &ControlPlane| format!("agent:\n{}\ncontrol:\n{}", a.log_text(), cp.log_text());
     wait_for("edge-o Ready", WAIT, || node(&cp, "edge-o").filter(is_ready)).with_context(|| a.log_text())?;
@@ -45,7 +45,7 @@ fn a_pod_deleted_while_the_node_was_away_is_dropped_from_its_journal() -> Result
     let first_start = started_at(&kept).with_context(|| format!("no startedAt: {kept}"))?;
     for (name, uid) in [("doomed", &doomed), ("keeper", &keeper)] {
         wait_for("the module's output", WAIT, || {
-            (!a.pod_log(name, uid).is_empty()).then_some(())
+            (!pod_log(&a, name, uid).is_empty()).then_some(())
         })
         .with_context(|| format!("{name}: {}", logs(&a, &cp)))?;
     }
@@ -104,7 +104,7 @@ fn a_pod_deleted_while_the_node_was_away_is_dropped_from_its_journal() -> Result
         .and_then(log_time)
         .with_context(|| format!("no time on the stop line:\n{log}"))?;
     let doomed_output_after = |t| {
-        a.pod_log("doomed", &doomed)
+        pod_log(&a, "doomed", &doomed)
             .into_iter()
             .filter(|l| log_time(l).is_none_or(|at| at > t))
             .collect::<Vec<_>>()
@@ -129,7 +129,7 @@ fn a_pod_deleted_while_the_node_was_away_is_dropped_from_its_journal() -> Result
     assert_eq!(c["ready"], true, "{c}");
     assert_eq!(c["restartCount"], 0, "{c}");
     wait_for("keeper's module output after the restart", WAIT, || {
-        a.pod_log("keeper", &keeper)
+        pod_log(&a, "keeper", &keeper)
             .iter()
             .any(|l| log_time(l).is_some_and(|t| t > down))
             .then_some(())

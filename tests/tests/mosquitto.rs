@@ -9,8 +9,8 @@ mod support;
 use anyhow::{Context, Result};
 use shturman_e2e::{ControlPlane, wait_for};
 use support::{
-    Agent, Mosquitto, RUN_WAIT, WAIT, bind_pod, container_status, is_ready, node, ready_condition,
-    running_pod, started_at, token,
+    Agent, Mosquitto, RUN_WAIT, WAIT, bind_pod, container_status, is_ready, node, pod_log, ready_condition,
+    running_pod, start_agent, started_at, token,
 };
 
 /// Everything the processes logged, for a failure's message.
@@ -30,7 +30,7 @@ fn join_refusal_pods_and_last_will_on_mosquitto() -> Result<()> {
     let cp = ControlPlane::start_with(&["--mqtt-url", &mq.cp_url()])?;
 
     // A wrong token: the gateway answers JoinResult refused; exit code 2.
-    let mut bad = Agent::start(&mq.edge_url(), "edge-bad", "abcdef.0123456789abcdef", root.path())?;
+    let mut bad = start_agent(&mq.edge_url(), "edge-bad", "abcdef.0123456789abcdef", root.path())?;
     let status = bad.wait_exit().with_context(|| logs(&bad, &cp, &mq))?;
     assert_eq!(status.code(), Some(2), "{}", logs(&bad, &cp, &mq));
     let log = bad.log_text();
@@ -41,7 +41,7 @@ fn join_refusal_pods_and_last_will_on_mosquitto() -> Result<()> {
 
     // A good one joins and is Ready.
     let tok = token(&cp)?;
-    let mut a = Agent::start(&mq.edge_url(), "edge-m", &tok, root.path())?;
+    let mut a = start_agent(&mq.edge_url(), "edge-m", &tok, root.path())?;
     wait_for("edge-m Ready", WAIT, || node(&cp, "edge-m").filter(is_ready))
         .with_context(|| logs(&a, &cp, &mq))?;
 
@@ -71,7 +71,7 @@ fn join_refusal_pods_and_last_will_on_mosquitto() -> Result<()> {
     let started = started_at(&pod).with_context(|| format!("no startedAt: {pod}"))?;
     // The module really runs: its log on the node has output.
     let first_line = wait_for("hello's module output", WAIT, || {
-        a.pod_log("hello", &uid).first().cloned()
+        pod_log(&a, "hello", &uid).first().cloned()
     })
     .with_context(|| logs(&a, &cp, &mq))?;
     assert!(first_line.contains(" tick 1 "), "{first_line}");
@@ -81,7 +81,7 @@ fn join_refusal_pods_and_last_will_on_mosquitto() -> Result<()> {
     // restarts: the module ran on through the outage.
     let sets = |a: &Agent| a.log_text().matches("pod set received").count();
     let before = sets(&a);
-    let lines_before = a.pod_log("hello", &uid).len();
+    let lines_before = pod_log(&a, "hello", &uid).len();
     mq.restart()?;
     wait_for("the pod set republished after the broker restart", WAIT, || {
         (sets(&a) > before).then_some(())
@@ -102,11 +102,11 @@ fn join_refusal_pods_and_last_will_on_mosquitto() -> Result<()> {
     assert_eq!(started_at(&after), Some(started), "the same run: {c}");
     // Same run, same log file (a new run would start it afresh), still growing.
     wait_for("hello's module output after the broker restart", WAIT, || {
-        let lines = a.pod_log("hello", &uid);
+        let lines = pod_log(&a, "hello", &uid);
         (lines.len() > lines_before).then_some(())
     })
     .with_context(|| logs(&a, &cp, &mq))?;
-    assert_eq!(a.pod_log("hello", &uid).first(), Some(&first_line));
+    assert_eq!(pod_log(&a, "hello", &uid).first(), Some(&first_line));
 
     // kill -9: Mosquitto publishes the last will; the node is Unknown at
     // once, long before any heartbeat grace.

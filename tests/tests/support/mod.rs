@@ -1,20 +1,19 @@
 //! Shared by the agent end-to-end tests that live outside `agent_e2e.rs`:
 //! a real `shturman-agent` process and a real Mosquitto broker, each killed
 //! on drop, and pods that run the real `ticker` Wasm module (built by
-//! scripts/build-wasm-examples.sh). (Kept here, not in the harness library,
-//! until the agent harness settles; `agent_e2e.rs` has its own copy of the
-//! agent part.)
+//! scripts/build-wasm-examples.sh). The agent process itself is the
+//! harness library's [`Agent`].
 
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use shturman_e2e::{ControlPlane, binary, free_port, stderr, stdout, wait_for, workspace_root};
+use shturman_e2e::{ControlPlane, free_port, stderr, stdout, wait_for, workspace_root};
 
 /// How long any one condition may take.
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -23,140 +22,21 @@ pub const WAIT: Duration = Duration::from_secs(30);
 /// compiles the module first (wasm_pods.rs allows as much).
 pub const RUN_WAIT: Duration = Duration::from_secs(90);
 
-/// A running `shturman-agent` with its own data dir and log.
-pub struct Agent {
-    pub dir: PathBuf,
-    log: PathBuf,
-    args: Vec<String>,
-    child: Option<Child>,
+/// The harness's agent process, started here with one-second heartbeats.
+pub use shturman_e2e::Agent;
+
+/// Starts an agent (data under `root/name`) heartbeating every second.
+pub fn start_agent(mqtt: &str, name: &str, token: &str, root: &Path) -> Result<Agent> {
+    Agent::start(mqtt, name, token, root, &["--heartbeat-interval", "1s"])
 }
 
-impl Agent {
-    /// Starts `shturman-agent --mqtt-url mqtt --token token --node-name name`
-    /// with its data dir under `root/name`, heartbeating every second.
-    pub fn start(mqtt: &str, name: &str, token: &str, root: &Path) -> Result<Agent> {
-        let dir = root.join(name);
-        std::fs::create_dir_all(&dir)?;
-        let args = vec![
-            "--mqtt-url".to_string(),
-            mqtt.to_string(),
-            "--token".into(),
-            token.into(),
-            "--node-name".into(),
-            name.into(),
-            "--data-dir".into(),
-            dir.join("data").display().to_string(),
-            "--heartbeat-interval".into(),
-            "1s".into(),
-        ];
-        let mut a = Agent {
-            log: dir.join("agent.log"),
-            dir,
-            args,
-            child: None,
-        };
-        a.spawn()?;
-        Ok(a)
-    }
-
-    /// (Re)starts the process with the same arguments.
-    pub fn spawn(&mut self) -> Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)?;
-        let child = Command::new(binary("shturman-agent"))
-            .args(&self.args)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting shturman-agent")?;
-        self.child = Some(child);
-        Ok(())
-    }
-
-    /// SIGTERM, then wait for the exit.
-    pub fn terminate(&mut self) -> Result<ExitStatus> {
-        let mut c = self.child.take().context("agent not running")?;
-        Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
-            .status()?;
-        wait_for("the agent to exit after SIGTERM", WAIT, || {
-            c.try_wait().ok().flatten()
-        })
-    }
-
-    /// `kill -9`.
-    pub fn kill9(&mut self) -> Result<()> {
-        let mut c = self.child.take().context("agent not running")?;
-        c.kill()?;
-        c.wait()?;
-        Ok(())
-    }
-
-    /// Waits for the process to end on its own.
-    pub fn wait_exit(&mut self) -> Result<ExitStatus> {
-        let mut c = self.child.take().context("agent not running")?;
-        wait_for("the agent to exit", WAIT, || c.try_wait().ok().flatten()).with_context(|| self.log_text())
-    }
-
-    /// `<data-dir>/state.json`, when readable.
-    pub fn state(&self) -> Option<Value> {
-        let text = std::fs::read_to_string(self.dir.join("data").join("state.json")).ok()?;
-        serde_json::from_str(&text).ok()
-    }
-
-    /// The pod names the state file lists.
-    pub fn state_pods(&self) -> Option<Vec<String>> {
-        let s = self.state()?;
-        Some(
-            s["pods"]
-                .as_array()?
-                .iter()
-                .filter_map(|p| p["name"].as_str().map(str::to_string))
-                .collect(),
-        )
-    }
-
-    /// The journal's files (`{namespace}_{name}.json`).
-    pub fn journal_files(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(self.dir.join("data").join("journal"))
-            .map(|rd| {
-                rd.filter_map(Result::ok)
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| n.ends_with(".json") && !n.starts_with('.'))
-                    .collect()
-            })
-            .unwrap_or_default();
-        names.sort();
-        names
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The folder the Wasm runtime keeps a `default`-namespace pod's
-    /// container logs in (`<data-dir>/logs/default_<name>_<uid>`); it is
-    /// removed when the pod stops.
-    pub fn pod_log_dir(&self, name: &str, uid: &str) -> PathBuf {
-        self.dir
-            .join("data")
-            .join("logs")
-            .join(format!("default_{name}_{uid}"))
-    }
-
-    /// The lines the current run of a [`bind_pod`] pod's container wrote
-    /// (`<time> <stream> F <text>`; the file starts afresh with each run);
-    /// empty while there is no file.
-    pub fn pod_log(&self, name: &str, uid: &str) -> Vec<String> {
-        std::fs::read_to_string(self.pod_log_dir(name, uid).join(format!("{CONTAINER}.log")))
-            .map(|t| t.lines().map(str::to_string).collect())
-            .unwrap_or_default()
-    }
+/// The lines the current run of a [`bind_pod`] pod's container wrote
+/// (`<time> <stream> F <text>`; the file starts afresh with each run);
+/// empty while there is no file.
+pub fn pod_log(a: &Agent, name: &str, uid: &str) -> Vec<String> {
+    std::fs::read_to_string(a.pod_log_dir(name, uid).join(format!("{CONTAINER}.log")))
+        .map(|t| t.lines().map(str::to_string).collect())
+        .unwrap_or_default()
 }
 
 /// When a container log line (`<time> <stream> F <text>`) was written.
@@ -165,15 +45,6 @@ pub fn log_time(line: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(t)
         .ok()
         .map(|t| t.with_timezone(&Utc))
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 /// A fresh join token.
