@@ -3,10 +3,17 @@
 # Debian packages (only those missing) and Rust components. Idempotent.
 set -euo pipefail
 
-# Debian packages the build and the end-to-end tests use. mosquitto: the
-# end-to-end suite runs one scenario against a real Mosquitto, which the
-# test harness starts itself on free loopback ports.
-PACKAGES=(gcc pkg-config mosquitto)
+# Debian packages the build and the end-to-end tests use. The tests start
+# every service themselves, on free loopback ports under their own temp dirs:
+# - mosquitto: one scenario runs against a real external broker;
+# - openssl: `openssl s_server` serves Wasm modules over https;
+# - containerd, runc, containernetworking-plugins: OCI pods (kubelet's route:
+#   containerd's CRI service with the CNI bridge + host-local plugins);
+# - docker-registry, skopeo, busybox-static: a local OCI registry, and the
+#   busybox image the tests build as an OCI layout and push there;
+# - protobuf-compiler: the containerd/CRI gRPC crates need protoc to build.
+PACKAGES=(gcc pkg-config mosquitto openssl containerd runc containernetworking-plugins
+  docker-registry skopeo busybox-static protobuf-compiler iproute2)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -20,9 +27,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
   # The package starts a system-wide broker on 127.0.0.1:1883, the port
   # `shturman control` and `shturman up` embed theirs on by default. The
   # tests start their own Mosquitto: keep the service off if we installed it.
-  if [[ " ${missing[*]} " == *" mosquitto "* ]] && command -v systemctl >/dev/null \
-    && [ -d /run/systemd/system ]; then
-    $SUDO systemctl disable --now mosquitto >/dev/null 2>&1 || true
+  # Likewise containerd and docker-registry: the tests run their own.
+  if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+    for svc in mosquitto containerd docker-registry; do
+      if [[ " ${missing[*]} " == *" $svc "* ]]; then
+        $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true
+      fi
+    done
   fi
 fi
 

@@ -133,6 +133,9 @@ pub struct UpArgs {
     /// containerd's socket; the local node offers OCI pods when it answers.
     #[arg(long, value_name = "S")]
     pub containerd_socket: Option<PathBuf>,
+    /// Most pods the local node takes (its `pods` capacity; 110 by default).
+    #[arg(long, value_name = "N")]
+    pub max_pods: Option<u32>,
     /// Extra labels for the local node, k=v,k2=v2.
     #[arg(long, value_name = "K=V,…")]
     pub labels: Option<String>,

@@ -227,7 +227,8 @@ fn agent_config(
         .set(
             "containerd-socket",
             args.containerd_socket.as_ref().map(|p| p.display().to_string()),
-        );
+        )
+        .set("max-pods", args.max_pods.map(|n| n.to_string()));
     let mut cfg = agent_config::Config::parse(&Source(vec![flags]))?;
     cfg.heartbeat_interval = heartbeat_for(args.node_monitor_grace_period);
     Ok(cfg)

@@ -34,7 +34,7 @@ use crate::{fsutil, state};
 /// How long to wait for a JoinResult before asking again.
 const JOIN_RETRY: Duration = Duration::from_secs(5);
 /// How often runtimes are asked for pod status changes.
-const STATUS_POLL: Duration = Duration::from_millis(250);
+const STATUS_POLL: Duration = Duration::from_secs(1);
 /// Hint printed with every refused join.
 const TOKEN_HINT: &str = "create one with `shturman token create` on the control plane";
 
@@ -121,7 +121,7 @@ pub async fn run(
     for skipped in &loaded.skipped {
         tracing::warn!("journal entry skipped: {skipped}");
     }
-    let facts = Facts::new(started);
+    let facts = Facts::new(started, cfg.max_pods);
     let log_stores = runtimes.log_stores();
     let mut manager = PodManager::new(runtimes, Some(facts.internal_ip().to_string()));
     let journal_pods = loaded.pods.len();
@@ -177,8 +177,10 @@ pub async fn run(
     let mut heartbeat = tokio::time::interval(agent.cfg.heartbeat_interval);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut join_retry = tokio::time::interval_at(tokio::time::Instant::now() + JOIN_RETRY, JOIN_RETRY);
-    // Runtimes are polled for pod status changes this often, so a pod that
-    // starts or exits is reported within it, not at the next heartbeat.
+    // Runtimes raise `changed` when a pod starts, exits or waits, and the
+    // change is reported at once; the poll is a safety net for anything a
+    // runtime learns without raising it.
+    let changed = agent.manager.changed();
     let mut status_poll = tokio::time::interval(STATUS_POLL);
     status_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
@@ -195,6 +197,12 @@ pub async fn run(
                 if agent.ready() {
                     agent.manager.refresh().await;
                     agent.send_heartbeat(&link).await;
+                    agent.flush_reports(&link);
+                }
+            }
+            () = changed.notified() => {
+                if agent.ready() {
+                    agent.manager.refresh().await;
                     agent.flush_reports(&link);
                 }
             }

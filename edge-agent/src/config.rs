@@ -5,7 +5,7 @@
 //! its value came from.
 //!
 //! Keys are the long flag names: `mqtt-url`, `token`, `node-name`, `data-dir`,
-//! `labels`, `containerd-socket`, `heartbeat-interval`. The config file
+//! `labels`, `containerd-socket`, `heartbeat-interval`, `max-pods`. The config file
 //! (`--config /etc/shturman/agent.yaml`) holds the same settings in camelCase
 //! (`mqttUrl`, `nodeName`, …, `labels` as a map) and is decoded strictly: an
 //! unknown field is an error with its line and column.
@@ -23,6 +23,8 @@ use shturman_api::wire;
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
 /// Shortest heartbeat period accepted (tests use short ones).
 const MIN_HEARTBEAT: Duration = Duration::from_millis(100);
+/// Default `--max-pods` (Kubernetes' default).
+pub const DEFAULT_MAX_PODS: u32 = 110;
 /// Default MQTT port when the URL has none.
 const DEFAULT_MQTT_PORT: u16 = 1883;
 
@@ -38,6 +40,9 @@ pub struct Config {
     pub labels: BTreeMap<String, String>,
     pub containerd_socket: Option<PathBuf>,
     pub heartbeat_interval: Duration,
+    /// Most pods this node takes (kubelet's `--max-pods`), reported as its
+    /// `pods` capacity.
+    pub max_pods: u32,
 }
 
 /// Where the broker listens (`mqtt://host:port`; no TLS yet).
@@ -148,6 +153,19 @@ impl Config {
             }
             None => DEFAULT_HEARTBEAT,
         };
+        let max_pods = match src.get("max-pods") {
+            Some(m) => match m.0.trim().parse::<u32>() {
+                Ok(n) if n >= 1 => n,
+                _ => {
+                    return Err(invalid(
+                        "max-pods",
+                        m,
+                        "want a whole number of pods, at least 1".into(),
+                    ));
+                }
+            },
+            None => DEFAULT_MAX_PODS,
+        };
         Ok(Config {
             mqtt,
             token: src.get("token").map(|t| t.0.trim().to_string()),
@@ -156,6 +174,7 @@ impl Config {
             labels,
             containerd_socket: src.get("containerd-socket").map(|s| PathBuf::from(s.0)),
             heartbeat_interval,
+            max_pods,
         })
     }
 }
@@ -178,6 +197,8 @@ struct FileConfig {
     containerd_socket: Option<String>,
     #[serde(default)]
     heartbeat_interval: Option<String>,
+    #[serde(default)]
+    max_pods: Option<u32>,
 }
 
 /// Turns a config file's text into a [`Layer`]; `source` names the file in errors.
@@ -210,7 +231,8 @@ pub fn file_layer(source: &str, text: &str) -> Result<Layer, ConfigError> {
         .set("data-dir", file.data_dir)
         .set("labels", labels)
         .set("containerd-socket", file.containerd_socket)
-        .set("heartbeat-interval", file.heartbeat_interval);
+        .set("heartbeat-interval", file.heartbeat_interval)
+        .set("max-pods", file.max_pods.map(|n| n.to_string()));
     Ok(layer)
 }
 

@@ -1,7 +1,7 @@
 //! What the node is and has, read with sysinfo, turned into a [`Heartbeat`].
 //!
 //! - capacity: `cpu` = the CPU count (as millicores), `memory` = total bytes,
-//!   `pods` = 110 (Kubernetes' default);
+//!   `pods` = `--max-pods` (110 by default, as Kubernetes);
 //! - allocatable = capacity minus a reserve for the OS and the agent:
 //!   100m of CPU, and 10% of memory clamped to 64–512 MiB;
 //! - usage: CPU in use (millicores, averaged since the previous heartbeat),
@@ -29,8 +29,6 @@ use sysinfo::{CpuRefreshKind, MemoryRefreshKind, Networks, RefreshKind, System};
 
 use crate::runtime::{CONTAINERD, WASMTIME};
 
-/// Most pods a node accepts (Kubernetes' default).
-pub const MAX_PODS: i64 = 110;
 /// CPU kept back for the OS and the agent, millicores.
 pub const CPU_RESERVE_MILLIS: u64 = 100;
 const MIB: u64 = 1024 * 1024;
@@ -73,12 +71,13 @@ pub struct Facts {
     hostname: String,
     internal_ip: String,
     started: Time,
+    max_pods: u32,
     info: NodeSystemInfo,
 }
 
 impl Facts {
     /// Reads what does not change (system info, addresses) and primes CPU usage.
-    pub fn new(started: Time) -> Facts {
+    pub fn new(started: Time, max_pods: u32) -> Facts {
         let kind = RefreshKind::nothing()
             .with_cpu(CpuRefreshKind::nothing().with_usage())
             .with_memory(MemoryRefreshKind::nothing().with_ram());
@@ -110,6 +109,7 @@ impl Facts {
             hostname,
             internal_ip: internal_ip(),
             started,
+            max_pods,
             info,
         }
     }
@@ -142,7 +142,7 @@ impl Facts {
             BTreeMap::from([
                 ("cpu".to_string(), Quantity::from_milli(to_i64(cpu))),
                 ("memory".to_string(), Quantity::from_bytes(to_i64(mem))),
-                ("pods".to_string(), Quantity::from_value(MAX_PODS)),
+                ("pods".to_string(), Quantity::from_value(i64::from(self.max_pods))),
             ])
         };
         let mut handlers = vec![NodeRuntimeHandler {
@@ -305,7 +305,7 @@ mod tests {
 
     #[test]
     fn heartbeat_has_real_figures() {
-        let mut f = Facts::new(Time(chrono::Utc::now()));
+        let mut f = Facts::new(Time(chrono::Utc::now()), 110);
         let hb = f.heartbeat(
             HeartbeatInput {
                 node: "pi-1".into(),

@@ -36,6 +36,9 @@ struct Args {
     /// Heartbeat period, e.g. 10s.
     #[arg(long, env = "SHTURMAN_HEARTBEAT_INTERVAL")]
     heartbeat_interval: Option<String>,
+    /// Most pods this node takes (its `pods` capacity; kubelet's default 110).
+    #[arg(long, env = "SHTURMAN_MAX_PODS")]
+    max_pods: Option<String>,
     /// A YAML config file with the same settings (camelCase keys); flags win.
     #[arg(long, env = "SHTURMAN_AGENT_CONFIG")]
     config: Option<PathBuf>,
@@ -97,7 +100,8 @@ fn load_config(args: &Args) -> anyhow::Result<Config> {
         .set("data-dir", args.data_dir.clone())
         .set("labels", args.labels.clone())
         .set("containerd-socket", args.containerd_socket.clone())
-        .set("heartbeat-interval", args.heartbeat_interval.clone());
+        .set("heartbeat-interval", args.heartbeat_interval.clone())
+        .set("max-pods", args.max_pods.clone());
     let mut layers = vec![flags];
     if let Some(path) = &args.config {
         let text = std::fs::read_to_string(path)

@@ -131,7 +131,7 @@ impl PodManager {
             .and_then(|d| d.pod.spec.termination_grace_period_seconds)
             .and_then(|s| u64::try_from(s).ok())
             .map_or(DEFAULT_GRACE, Duration::from_secs);
-        if let Some(rt) = self.runtimes.0.iter().find(|r| r.name() == name)
+        if let Some(rt) = self.runtimes.iter().find(|r| r.name() == name)
             && let Err(e) = rt.stop(key, grace).await
         {
             tracing::warn!(pod = %key, error = %e, "stopping pod failed");
@@ -171,11 +171,16 @@ impl PodManager {
         what
     }
 
+    /// Raised when a runtime's pod status changes.
+    pub fn changed(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.runtimes.changed()
+    }
+
     /// Asks the runtimes for fresh statuses of the pods they run.
     pub async fn refresh(&mut self) {
         for (key, m) in &mut self.pods {
             let Some(name) = m.runtime else { continue };
-            let Some(rt) = self.runtimes.0.iter().find(|r| r.name() == name) else {
+            let Some(rt) = self.runtimes.iter().find(|r| r.name() == name) else {
                 continue;
             };
             if let Some(mut s) = rt.status(key).await {
@@ -361,7 +366,7 @@ mod tests {
     #[tokio::test]
     async fn runtimes_are_called_once_per_change() {
         let rec = Arc::new(Recording::default());
-        let mut m = PodManager::new(Runtimes(vec![rec.clone()]), None);
+        let mut m = PodManager::new(Runtimes::new(vec![rec.clone()], Default::default()), None);
         let (k, d) = desired("w", "a.wasm");
         m.set_desired(k.clone(), Some(d.clone()));
         m.reconcile(now()).await;

@@ -6,6 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Notify;
+
 use shturman_api::core::{PodSpec, PodStatus};
 use shturman_api::wire::DesiredPod;
 
@@ -80,41 +82,61 @@ pub trait Runtime: Send + Sync {
     }
 }
 
-/// The runtimes this agent has.
+/// The runtimes this agent has, and the signal they raise when a pod's
+/// status changes, so the agent reports it at once instead of at its next
+/// poll.
 #[derive(Clone, Default)]
-pub struct Runtimes(pub Vec<Arc<dyn Runtime>>);
+pub struct Runtimes {
+    list: Vec<Arc<dyn Runtime>>,
+    changed: Arc<Notify>,
+}
 
 impl Runtimes {
+    /// These runtimes; each raises `changed` when a status changes.
+    pub fn new(list: Vec<Arc<dyn Runtime>>, changed: Arc<Notify>) -> Runtimes {
+        Runtimes { list, changed }
+    }
+
+    /// Every runtime.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn Runtime>> {
+        self.list.iter()
+    }
+
+    /// Raised (a stored permit, never lost) when any pod's status changes.
+    pub fn changed(&self) -> Arc<Notify> {
+        self.changed.clone()
+    }
+
     /// The runtimes this build offers, keeping their files under `data_dir`:
     /// wasmtime (with the default `wasm` feature). The OCI runtime joins
     /// them when it lands.
     pub fn standard(data_dir: &std::path::Path) -> Result<Runtimes, RuntimeError> {
+        let changed = Arc::new(Notify::new());
+        #[allow(unused_mut)]
+        let mut list: Vec<Arc<dyn Runtime>> = Vec::new();
         #[cfg(feature = "wasm")]
         {
-            let wasm =
-                crate::wasm::WasmRuntime::new(crate::wasm::WasmOptions::new(data_dir)).map_err(|e| {
-                    RuntimeError {
-                        reason: "RuntimeUnavailable".into(),
-                        message: format!("the Wasm runtime cannot start: {e}"),
-                    }
-                })?;
-            Ok(Runtimes(vec![Arc::new(wasm)]))
+            let mut opts = crate::wasm::WasmOptions::new(data_dir);
+            opts.changed = changed.clone();
+            let wasm = crate::wasm::WasmRuntime::new(opts).map_err(|e| RuntimeError {
+                reason: "RuntimeUnavailable".into(),
+                message: format!("the Wasm runtime cannot start: {e}"),
+            })?;
+            list.push(Arc::new(wasm));
         }
         #[cfg(not(feature = "wasm"))]
-        {
-            let _ = data_dir;
-            Ok(Runtimes::default())
-        }
+        let _ = data_dir;
+        Ok(Runtimes::new(list, changed))
     }
 
     /// The log stores of every runtime that keeps logs.
     pub fn log_stores(&self) -> Vec<crate::wasm::LogStore> {
-        self.0.iter().filter_map(|r| r.logs()).collect()
+        self.list.iter().filter_map(|r| r.logs()).collect()
     }
 
     /// The runtime for a class, if this agent has one.
     pub fn for_class(&self, class: PodClass) -> Option<&Arc<dyn Runtime>> {
-        self.0.iter().find(|r| r.class() == class)
+        self.list.iter().find(|r| r.class() == class)
     }
 }
 

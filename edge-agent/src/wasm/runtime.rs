@@ -37,6 +37,8 @@ pub struct WasmOptions {
     pub logs: LogLimits,
     /// Executor threads (default: the number of cores).
     pub worker_threads: Option<usize>,
+    /// Raised whenever a container's status changes (see [`crate::runtime::Runtimes::changed`]).
+    pub changed: Arc<tokio::sync::Notify>,
 }
 
 /// Environment variable shortening the restart back-off's base, in
@@ -74,6 +76,7 @@ impl WasmOptions {
             engine: EngineOptions::default(),
             logs: LogLimits::default(),
             worker_threads: None,
+            changed: Arc::default(),
         }
     }
 }
@@ -358,6 +361,7 @@ async fn run_pod(
                 Some(message.clone()),
             ));
         }
+        inner.opts.changed.notify_one();
         return;
     }
     let mut set = JoinSet::new();
@@ -392,7 +396,11 @@ async fn supervise(
     let backoff = inner.opts.backoff;
     let uid = pod.pod.metadata.uid.clone().unwrap_or_default();
     let (mut crashes, mut setup_failures) = (0u32, 0u32);
-    let set_state = |state: ContainerState| lock(&rec).status.state = Some(state);
+    let changed = inner.opts.changed.clone();
+    let set_state = |state: ContainerState| {
+        lock(&rec).status.state = Some(state);
+        changed.notify_one();
+    };
     loop {
         // Fetch and compile; failures wait with back-off, as kubelet's pulls.
         let prepared = tokio::select! {
@@ -427,6 +435,7 @@ async fn supervise(
             g.status.ready = true;
             g.status.started = Some(true);
         }
+        changed.notify_one();
         let (argv, env, preopens) = spec_parts;
         let spec = RunSpec {
             argv,
@@ -465,6 +474,7 @@ async fn supervise(
             g.status.state = Some(terminated.clone());
             g.done = !restart;
         }
+        changed.notify_one();
         if !restart {
             return;
         }
@@ -475,11 +485,15 @@ async fn supervise(
             g.status.last_state = Some(terminated);
             g.status.state = Some(lifecycle::back_off_state(delay, &c.name, &key.name));
         }
+        changed.notify_one();
         if !pause(delay, &cancel).await {
             return;
         }
-        let mut g = lock(&rec);
-        g.status.restart_count = g.status.restart_count.saturating_add(1);
+        {
+            let mut g = lock(&rec);
+            g.status.restart_count = g.status.restart_count.saturating_add(1);
+        }
+        changed.notify_one();
     }
 }
 
