@@ -4,7 +4,7 @@
 
 use crate::apps::{Deployment, ReplicaSet};
 use crate::core::node::Node as NodeObject;
-use crate::core::{ConfigMap, Event, Namespace, Pod, Secret, Service};
+use crate::core::{ConfigMap, Endpoints, Event, Namespace, Pod, Secret, Service};
 use crate::manifest::{self, ManifestError, ManifestErrors, Node};
 use crate::meta::Object;
 use crate::validate::FieldError;
@@ -16,6 +16,7 @@ pub enum Kind {
     Node,
     Pod,
     Service,
+    Endpoints,
     ConfigMap,
     Secret,
     Event,
@@ -30,6 +31,7 @@ impl Kind {
         Kind::Node,
         Kind::Pod,
         Kind::Service,
+        Kind::Endpoints,
         Kind::ConfigMap,
         Kind::Secret,
         Kind::Event,
@@ -44,6 +46,7 @@ impl Kind {
             Kind::Node => "Node",
             Kind::Pod => "Pod",
             Kind::Service => "Service",
+            Kind::Endpoints => "Endpoints",
             Kind::ConfigMap => "ConfigMap",
             Kind::Secret => "Secret",
             Kind::Event => "Event",
@@ -75,6 +78,7 @@ impl Kind {
             Kind::Node => "nodes",
             Kind::Pod => "pods",
             Kind::Service => "services",
+            Kind::Endpoints => "endpoints",
             Kind::ConfigMap => "configmaps",
             Kind::Secret => "secrets",
             Kind::Event => "events",
@@ -90,6 +94,7 @@ impl Kind {
             Kind::Node => "node",
             Kind::Pod => "pod",
             Kind::Service => "service",
+            Kind::Endpoints => "endpoints",
             Kind::ConfigMap => "configmap",
             Kind::Secret => "secret",
             Kind::Event => "event",
@@ -105,6 +110,7 @@ impl Kind {
             Kind::Node => &["no"],
             Kind::Pod => &["po"],
             Kind::Service => &["svc"],
+            Kind::Endpoints => &["ep"],
             Kind::ConfigMap => &["cm"],
             Kind::Secret => &[],
             Kind::Event => &["ev"],
@@ -120,7 +126,10 @@ impl Kind {
 
     /// Whether the kind has a `status` subresource.
     pub fn has_status(self) -> bool {
-        !matches!(self, Kind::ConfigMap | Kind::Secret | Kind::Event)
+        !matches!(
+            self,
+            Kind::ConfigMap | Kind::Secret | Kind::Event | Kind::Endpoints
+        )
     }
 
     /// How kubectl names the resource in messages: `deployment.apps`, `pod`.
@@ -194,6 +203,7 @@ impl Kind {
             Kind::Node => decode_value::<NodeObject>(source, doc),
             Kind::Pod => decode_value::<Pod>(source, doc),
             Kind::Service => decode_value::<Service>(source, doc),
+            Kind::Endpoints => decode_value::<Endpoints>(source, doc),
             Kind::ConfigMap => decode_value::<ConfigMap>(source, doc),
             Kind::Secret => decode_value::<Secret>(source, doc),
             Kind::Event => decode_value::<Event>(source, doc),
@@ -211,6 +221,7 @@ impl Kind {
             Kind::Node => normalize_value::<NodeObject>(value),
             Kind::Pod => normalize_value::<Pod>(value),
             Kind::Service => normalize_value::<Service>(value),
+            Kind::Endpoints => normalize_value::<Endpoints>(value),
             Kind::ConfigMap => normalize_value::<ConfigMap>(value),
             Kind::Secret => normalize_value::<Secret>(value),
             Kind::Event => normalize_value::<Event>(value),
@@ -353,6 +364,10 @@ mod tests {
         assert_eq!(Kind::from_user("Deployments.apps"), Some(Kind::Deployment));
         assert_eq!(Kind::from_user("deploy"), Some(Kind::Deployment));
         assert_eq!(Kind::from_user("svc"), Some(Kind::Service));
+        assert_eq!(Kind::from_user("ep"), Some(Kind::Endpoints));
+        assert_eq!(Kind::from_user("endpoints"), Some(Kind::Endpoints));
+        assert_eq!(Kind::from_type("v1", "Endpoints"), Some(Kind::Endpoints));
+        assert!(!Kind::Endpoints.has_status() && Kind::Endpoints.namespaced());
         assert_eq!(Kind::from_user("widgets"), None);
         assert_eq!(Kind::from_type("apps/v1", "ReplicaSet"), Some(Kind::ReplicaSet));
         assert_eq!(Kind::from_type("v1", "Deployment"), None);

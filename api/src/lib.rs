@@ -4,7 +4,7 @@
 //! Layout:
 //! - [`meta`]: `ObjectMeta`, owner references, conditions, timestamps;
 //! - [`quantity`], [`intstr`], [`selector`]: Kubernetes' value types;
-//! - [`core`] (Pod, Service, ConfigMap, Secret, Node, Event, Namespace) and
+//! - [`core`] (Pod, Service, Endpoints, ConfigMap, Secret, Node, Event, Namespace) and
 //!   [`apps`] (Deployment, ReplicaSet): the objects, with Kubernetes' JSON shapes;
 //! - [`kind`]: the registry of kinds (names, plurals, short names, scope) and the
 //!   strict decoder that turns a document into a validated, canonical object;

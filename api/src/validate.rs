@@ -1,7 +1,7 @@
 //! Field errors and the validation rules every kind shares: DNS-1123 names,
 //! label keys and values, port numbers and names, object metadata. Kind-specific
 //! rules live in submodules: [`pod`] for pod specs and templates, [`container`],
-//! [`service`], and [`workload`] for Deployments and ReplicaSets.
+//! [`service`], [`endpoints`], and [`workload`] for Deployments and ReplicaSets.
 //!
 //! Paths use `a.b[0].c` for fields and list items and `a.labels["key"]` for map
 //! keys, the syntax `manifest::Node::locate` understands.
@@ -13,6 +13,7 @@ use crate::meta::ObjectMeta;
 use crate::status::StatusCause;
 
 pub mod container;
+pub mod endpoints;
 pub mod pod;
 pub mod service;
 pub mod workload;

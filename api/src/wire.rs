@@ -19,6 +19,11 @@
 //! | `nodes/{node}/logs/request` | cp → agent | no (QoS 1) | [`LogRequest`] |
 //! | `nodes/{node}/logs/cancel/{id}` | cp → agent | no (QoS 1) | empty (the id is in the topic) |
 //! | `nodes/{node}/logs/reply/{id}` | agent → cp | no (QoS 1) | [`Signed`] [`LogChunk`] |
+//! | `serviceset` | cp → every agent | yes (QoS 1) | [`ServiceSet`]: every Service's key |
+//! | `services/{ns}/{name}` | cp → every agent | yes (QoS 1) | [`ServiceRoute`]; empty deletes |
+//!
+//! Service topics are not per node ([`ServiceTopic`]): every agent's proxy
+//! serves every Service, so each agent subscribes to [`services_filters`].
 //!
 //! Joining: an agent connects with MQTT username = its node name and
 //! password = a join token (`shturman token create`) or, once joined, its
@@ -39,7 +44,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::{ConfigMap, NodeStatus, Pod, PodStatus, Secret};
+use crate::core::{ConfigMap, NodeStatus, Pod, PodStatus, Protocol, Secret, ServiceType, SessionAffinity};
+use crate::intstr::IntOrString;
 use crate::meta::Time;
 
 /// Every topic starts with this; a new incompatible protocol gets `v2`.
@@ -155,6 +161,176 @@ impl PodSet {
     pub fn covers(&self, resource_version: Option<&str>) -> bool {
         resource_version.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) <= self.revision
     }
+}
+
+/// A Service as an agent's proxy needs it, retained on
+/// `services/{namespace}/{name}` (an empty payload withdraws it: the Service
+/// was deleted): its address and ports, and every known backend with the
+/// port it serves for each Service port. Built by the control plane from
+/// the Service and its Endpoints; sent again whenever either changes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceRoute {
+    pub namespace: String,
+    pub name: String,
+    /// The Service's uid: a route of a deleted and re-created Service has
+    /// another one.
+    pub uid: String,
+    /// The Service's `resourceVersion`, compared with
+    /// [`ServiceSet::revision`] ([`ServiceSet::covers`]).
+    pub revision: u64,
+    /// The `resourceVersion` of the Endpoints the backends come from (0:
+    /// none yet). Informative: a route is always sent whole.
+    #[serde(default)]
+    pub endpoints_revision: u64,
+    #[serde(rename = "type")]
+    pub type_: ServiceType,
+    /// The address to accept on; `None` for a headless Service (nothing to
+    /// proxy: its backends are reached by their own addresses).
+    #[serde(default, rename = "clusterIP", skip_serializing_if = "Option::is_none")]
+    pub cluster_ip: Option<String>,
+    pub session_affinity: SessionAffinity,
+    /// With `ClientIP` affinity: how long a client sticks to its backend
+    /// without traffic, in seconds.
+    #[serde(
+        default,
+        rename = "clientIPTimeoutSeconds",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub client_ip_timeout_seconds: Option<i32>,
+    pub ports: Vec<RoutePort>,
+    /// Every backend, ready or not, sorted by IP then pod.
+    #[serde(default)]
+    pub endpoints: Vec<RouteEndpoint>,
+}
+
+/// One port of a [`ServiceRoute`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoutePort {
+    /// The Service port's name (`""` for a single unnamed port): the key of
+    /// [`RouteEndpoint::ports`].
+    #[serde(default)]
+    pub name: String,
+    pub protocol: Protocol,
+    /// Accepted on the cluster IP.
+    pub port: i32,
+    /// Accepted on every node address (`type: NodePort`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_port: Option<i32>,
+    /// The Service's `targetPort` as written (a number or a container port
+    /// name); the backends' resolved ports are in [`RouteEndpoint::ports`].
+    pub target_port: IntOrString,
+}
+
+/// One backend of a [`ServiceRoute`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteEndpoint {
+    pub ip: String,
+    /// The node it runs on, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// The pod it is, when it is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// Ready to take new connections. A backend that is not ready (or no
+    /// longer listed) gets no new connections; established ones drain.
+    pub ready: bool,
+    /// Service port name → the port this backend serves it on. A port the
+    /// backend lacks (a named `targetPort` its pod does not declare) is
+    /// absent.
+    #[serde(default)]
+    pub ports: BTreeMap<String, i32>,
+}
+
+impl ServiceRoute {
+    /// The ready backends of Service port `port_name`: `(ip, port)`, in
+    /// endpoint order.
+    pub fn backends<'a>(&'a self, port_name: &'a str) -> impl Iterator<Item = (&'a str, i32)> + 'a {
+        self.endpoints
+            .iter()
+            .filter(|e| e.ready)
+            .filter_map(move |e| e.ports.get(port_name).map(|p| (e.ip.as_str(), *p)))
+    }
+}
+
+/// Every Service's key, retained on `serviceset`: the level-triggered answer
+/// to "which Services were deleted while I was away?" even after the broker
+/// lost the withdrawals. An agent drops each route it holds that the set
+/// does not list (by uid), provided the set covers it ([`ServiceSet::covers`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceSet {
+    /// The control plane's store revision of Services the set was computed
+    /// at (or later); compared with [`ServiceRoute::revision`].
+    #[serde(default)]
+    pub revision: u64,
+    /// The Services, sorted by namespace and name.
+    #[serde(default)]
+    pub services: Vec<ServiceRef>,
+}
+
+/// One Service of a [`ServiceSet`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceRef {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+}
+
+impl ServiceSet {
+    /// Whether the set holds the Service `namespace/name` with this `uid`.
+    pub fn contains(&self, namespace: &str, name: &str, uid: &str) -> bool {
+        self.services
+            .iter()
+            .any(|s| s.namespace == namespace && s.name == name && s.uid == uid)
+    }
+
+    /// Whether the set is authoritative about a route of `revision`
+    /// ([`ServiceRoute::revision`]): it was computed at or after it.
+    pub fn covers(&self, revision: u64) -> bool {
+        revision <= self.revision
+    }
+}
+
+/// The topics every agent hears about Services (not per node).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServiceTopic {
+    /// `services/{namespace}/{name}`: a [`ServiceRoute`], empty = withdrawn.
+    Route { namespace: String, name: String },
+    /// `serviceset`: the [`ServiceSet`].
+    Set,
+}
+
+impl ServiceTopic {
+    /// The topic's name.
+    pub fn name(&self) -> String {
+        match self {
+            ServiceTopic::Route { namespace, name } => format!("{PREFIX}/services/{namespace}/{name}"),
+            ServiceTopic::Set => format!("{PREFIX}/serviceset"),
+        }
+    }
+
+    /// Parses a topic name; `None` for anything else.
+    pub fn parse(topic: &str) -> Option<ServiceTopic> {
+        let rest = topic.strip_prefix(PREFIX)?.strip_prefix('/')?;
+        let parts: Vec<&str> = rest.split('/').collect();
+        match parts.as_slice() {
+            ["serviceset"] => Some(ServiceTopic::Set),
+            ["services", ns, name] if valid_segment(ns) && valid_segment(name) => Some(ServiceTopic::Route {
+                namespace: (*ns).to_string(),
+                name: (*name).to_string(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// Filters for the Service routes and set every agent hears (the set first).
+pub fn services_filters() -> [String; 2] {
+    [format!("{PREFIX}/serviceset"), format!("{PREFIX}/services/+/+")]
 }
 
 /// An agent's report of one pod's state.
@@ -606,6 +782,88 @@ mod tests {
             serde_json::from_value::<PodSet>(serde_json::json!({})).unwrap(),
             PodSet::default()
         );
+    }
+
+    #[test]
+    fn service_topics_round_trip() {
+        let route = ServiceTopic::Route {
+            namespace: "default".into(),
+            name: "web".into(),
+        };
+        assert_eq!(route.name(), "shturman/v1/services/default/web");
+        assert_eq!(ServiceTopic::parse(&route.name()), Some(route));
+        assert_eq!(ServiceTopic::Set.name(), "shturman/v1/serviceset");
+        assert_eq!(
+            ServiceTopic::parse("shturman/v1/serviceset"),
+            Some(ServiceTopic::Set)
+        );
+        assert_eq!(ServiceTopic::parse("shturman/v1/services/default/+"), None);
+        assert_eq!(ServiceTopic::parse("shturman/v1/services/default"), None);
+        assert_eq!(ServiceTopic::parse("shturman/v1/nodes/a/status"), None);
+        // Node topics do not mistake service topics for theirs, nor the reverse.
+        assert_eq!(Topic::parse("shturman/v1/services/default/web"), None);
+        assert_eq!(services_filters()[1], "shturman/v1/services/+/+");
+    }
+
+    #[test]
+    fn service_routes_are_camel_case_and_pick_ready_backends() {
+        let route = ServiceRoute {
+            namespace: "default".into(),
+            name: "web".into(),
+            uid: "u1".into(),
+            revision: 7,
+            endpoints_revision: 9,
+            type_: ServiceType::NodePort,
+            cluster_ip: Some("10.43.0.10".into()),
+            session_affinity: SessionAffinity::ClientIP,
+            client_ip_timeout_seconds: Some(10800),
+            ports: vec![RoutePort {
+                name: "http".into(),
+                protocol: Protocol::Tcp,
+                port: 80,
+                node_port: Some(30080),
+                target_port: IntOrString::String("web".into()),
+            }],
+            endpoints: vec![
+                RouteEndpoint {
+                    ip: "10.0.0.5".into(),
+                    node: Some("pi-1".into()),
+                    pod: Some("web-a".into()),
+                    ready: true,
+                    ports: BTreeMap::from([("http".into(), 8080)]),
+                },
+                RouteEndpoint {
+                    ip: "10.0.0.6".into(),
+                    node: Some("pi-2".into()),
+                    pod: Some("web-b".into()),
+                    ready: false,
+                    ports: BTreeMap::from([("http".into(), 8080)]),
+                },
+            ],
+        };
+        let v = serde_json::to_value(&route).unwrap();
+        assert_eq!(v["clusterIP"], "10.43.0.10");
+        assert_eq!(v["type"], "NodePort");
+        assert_eq!(v["sessionAffinity"], "ClientIP");
+        assert_eq!(v["clientIPTimeoutSeconds"], 10800);
+        assert_eq!(v["ports"][0]["nodePort"], 30080);
+        assert_eq!(v["ports"][0]["protocol"], "TCP");
+        assert_eq!(v["ports"][0]["targetPort"], "web");
+        assert_eq!(v["endpoints"][0]["ports"]["http"], 8080);
+        assert_eq!(serde_json::from_value::<ServiceRoute>(v).unwrap(), route);
+        let ready: Vec<_> = route.backends("http").collect();
+        assert_eq!(ready, [("10.0.0.5", 8080)]);
+        assert_eq!(route.backends("dns").count(), 0);
+        let set = ServiceSet {
+            revision: 7,
+            services: vec![ServiceRef {
+                namespace: "default".into(),
+                name: "web".into(),
+                uid: "u1".into(),
+            }],
+        };
+        assert!(set.contains("default", "web", "u1") && !set.contains("default", "web", "u2"));
+        assert!(set.covers(route.revision) && !set.covers(8));
     }
 
     #[test]

@@ -57,14 +57,14 @@ items:
 bad.yaml:1:13: apiVersion: kind Deployment is served at apiVersion apps/v1, not v1
   hint: write `apiVersion: apps/v1`
 bad.yaml:6:7: kind: unknown kind `Deploymnt`
-  hint: did you mean `Deployment`? (supported kinds: Namespace, Node, Pod, Service, ConfigMap, Secret, Event, Deployment, ReplicaSet)
+  hint: did you mean `Deployment`? (supported kinds: Namespace, Node, Pod, Service, Endpoints, ConfigMap, Secret, Event, Deployment, ReplicaSet)
 bad.yaml:8:1: kind: missing `kind`: every object says what it is
-  hint: add e.g. `apiVersion: apps/v1` and `kind: Deployment`; supported kinds: Namespace, Node, Pod, Service, ConfigMap, Secret, Event, Deployment, ReplicaSet
+  hint: add e.g. `apiVersion: apps/v1` and `kind: Deployment`; supported kinds: Namespace, Node, Pod, Service, Endpoints, ConfigMap, Secret, Event, Deployment, ReplicaSet
 bad.yaml:10:1: apiVersion: missing `apiVersion`; kind Pod is served at apiVersion v1
   hint: add `apiVersion: v1`
 bad.yaml:12:1: expected an object (a map with `apiVersion`, `kind` and `metadata`), found a list
 bad.yaml:18:9: items[0].kind: unknown kind `Widget`
-  hint: supported kinds: Namespace, Node, Pod, Service, ConfigMap, Secret, Event, Deployment, ReplicaSet";
+  hint: supported kinds: Namespace, Node, Pod, Service, Endpoints, ConfigMap, Secret, Event, Deployment, ReplicaSet";
     assert_eq!(errs.to_string(), expected);
 }
 

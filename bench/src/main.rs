@@ -4,12 +4,18 @@
 //! Every load loop is bounded in count and in time and talks to loopback only.
 
 mod api_create;
+mod containerd_anchor;
 mod fleet;
+mod footprint;
 mod heartbeats;
+mod podwatch;
+mod procfs;
 mod report;
 mod scheduler;
 mod scheduler_e2e;
 mod spawn;
+mod tickers;
+mod wasm_start;
 
 use clap::Parser;
 
@@ -24,10 +30,36 @@ struct Args {
     #[arg(long, default_values_t = vec![1, 16, 64])]
     concurrency: Vec<usize>,
     /// Which scenarios to run: `all`, `api-create`, `scheduler`,
-    /// `heartbeats` (repeatable).
+    /// `heartbeats`, `wasm-start`, `footprint`, `tickers` (repeatable).
     #[arg(long, default_values_t = vec!["all".to_string()],
-          value_parser = clap::builder::PossibleValuesParser::new(["all", "api-create", "scheduler", "heartbeats"]))]
+          value_parser = clap::builder::PossibleValuesParser::new([
+              "all", "api-create", "scheduler", "heartbeats", "wasm-start", "footprint", "tickers",
+          ]))]
     scenario: Vec<String>,
+    /// Warm Wasm pod starts measured by `wasm-start` (after one cold start).
+    #[arg(long, default_value_t = 100)]
+    wasm_pods: usize,
+    /// `ctr run --rm` runs of the `wasm-start` anchor.
+    #[arg(long, default_value_t = 100)]
+    ctr_runs: usize,
+    /// How long `footprint` lets the idle agent settle (10 s heartbeats).
+    #[arg(long, default_value_t = 35)]
+    footprint_secs: u64,
+    /// Ticker pods added for the per-pod memory figure of `tickers`.
+    #[arg(long, default_value_t = 100)]
+    ticker_pods: usize,
+    /// Replicas of the large ticker Deployment of `tickers`.
+    #[arg(long, default_value_t = 1000)]
+    ticker_big: usize,
+    /// The agent's `--max-pods` in `tickers`.
+    #[arg(long, default_value_t = 1100)]
+    ticker_max_pods: u32,
+    /// Idle `ctr run -d` containers of the `tickers` anchor.
+    #[arg(long, default_value_t = 20)]
+    anchor_containers: usize,
+    /// Longest wait, seconds, for the large ticker Deployment to run.
+    #[arg(long, default_value_t = 600)]
+    ticker_ramp_cap_secs: u64,
     /// Node counts for the scheduler benchmark (repeatable).
     #[arg(long, default_values_t = vec![1000, 5000])]
     sched_nodes: Vec<usize>,
@@ -79,6 +111,29 @@ async fn main() -> anyhow::Result<()> {
             connects_per_sec: args.connects_per_sec.max(1),
         };
         heartbeats::run(&mut report, &opts).await?;
+    }
+    if wants("wasm-start") {
+        wasm_start::run(&mut report, args.wasm_pods, args.ctr_runs).await?;
+    }
+    if wants("footprint") {
+        footprint::run(
+            &mut report,
+            std::time::Duration::from_secs(args.footprint_secs.max(1)),
+        )
+        .await?;
+    }
+    if wants("tickers") {
+        let opts = tickers::Options {
+            pods: args.ticker_pods.max(1),
+            big: args.ticker_big.max(1),
+            max_pods: args.ticker_max_pods.max(1),
+            containers: args.anchor_containers.max(1),
+            settle: std::time::Duration::from_secs(5),
+            growth: std::time::Duration::from_secs(30),
+            ramp_cap: std::time::Duration::from_secs(args.ticker_ramp_cap_secs.max(1)),
+            cpu_window: std::time::Duration::from_secs(10),
+        };
+        tickers::run(&mut report, &opts).await?;
     }
     report.print();
     report.write_json(&args.json)?;

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
+use shturman_control::{NodePortRange, ServiceCidr};
+
 use crate::duration::parse_duration;
 
 /// Shturman: a Kubernetes-style orchestrator for edge fleets.
@@ -111,10 +113,16 @@ pub struct ControlArgs {
     /// are evicted, unless their own tolerations say otherwise.
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     pub default_toleration_seconds: u32,
+    /// The IPv4 range Services' cluster IPs come from (a /12 to a /30).
+    #[arg(long, default_value = "10.43.0.0/16", value_name = "CIDR")]
+    pub service_cidr: ServiceCidr,
+    /// The ports NodePort Services' node ports come from.
+    #[arg(long, default_value = "30000-32767", value_name = "FIRST-LAST")]
+    pub service_node_port_range: NodePortRange,
 }
 
 /// `shturman up`: `shturman control`'s flags (embedded broker only) plus
-/// the local agent's. Services (`--service-cidr`) are not there yet.
+/// the local agent's.
 #[derive(Debug, Args)]
 pub struct UpArgs {
     /// Where the store, admin.conf and the local agent's data (`<D>/agent`) live.
@@ -150,6 +158,12 @@ pub struct UpArgs {
     /// are evicted, unless their own tolerations say otherwise.
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     pub default_toleration_seconds: u32,
+    /// The IPv4 range Services' cluster IPs come from (a /12 to a /30).
+    #[arg(long, default_value = "10.43.0.0/16", value_name = "CIDR")]
+    pub service_cidr: ServiceCidr,
+    /// The ports NodePort Services' node ports come from.
+    #[arg(long, default_value = "30000-32767", value_name = "FIRST-LAST")]
+    pub service_node_port_range: NodePortRange,
 }
 
 #[derive(Debug, Args)]

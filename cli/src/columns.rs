@@ -1,6 +1,6 @@
 //! What `get` shows for each kind: the headers and one row per object,
 //! computed from the object's JSON with kubectl's rules (pod STATUS, node
-//! ROLES, service PORT(S)…).
+//! ROLES, service PORT(S), endpoints ENDPOINTS…).
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -25,6 +25,7 @@ pub fn headers(kind: Kind, wide: bool) -> Vec<String> {
             &["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"],
             &["SELECTOR"],
         ),
+        Kind::Endpoints => (&["NAME", "ENDPOINTS", "AGE"], &[]),
         Kind::ConfigMap => (&["NAME", "DATA", "AGE"], &[]),
         Kind::Secret => (&["NAME", "TYPE", "DATA", "AGE"], &[]),
         Kind::Node => (
@@ -93,6 +94,7 @@ pub fn row(kind: Kind, obj: &Value, wide: bool, now: DateTime<Utc>) -> Vec<Strin
             ],
             vec![or_none(joined_map(obj, "spec.selector"), "<none>")],
         ),
+        Kind::Endpoints => (vec![name, format_endpoints(obj, None), created], vec![]),
         Kind::ConfigMap => {
             let n = map_at(obj, "data").len() + map_at(obj, "binaryData").len();
             (vec![name, n.to_string(), created], vec![])
@@ -238,6 +240,57 @@ pub fn service_ports(obj: &Value) -> String {
         })
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// kubectl's ENDPOINTS: `ip:port` for each ready address and port (of the
+/// port named `port` only, when given), the first three, then `+ N more...`;
+/// `<none>` when there are none.
+pub fn format_endpoints(obj: &Value, port: Option<&str>) -> String {
+    const MAX: usize = 3;
+    let mut shown: Vec<String> = Vec::new();
+    let mut count = 0usize;
+    for subset in list_at(obj, "subsets") {
+        let addresses = list_at(subset, "addresses");
+        let ip = |a: &Value| str_at(a, "ip").to_string();
+        let ports = list_at(subset, "ports");
+        if ports.is_empty() {
+            // A headless Service without ports: bare addresses.
+            count += addresses.len();
+            shown.extend(addresses.iter().map(ip).take(MAX.saturating_sub(shown.len())));
+            continue;
+        }
+        for p in ports
+            .iter()
+            .filter(|p| port.is_none_or(|n| str_at(p, "name") == n))
+        {
+            count += addresses.len();
+            let n = int_at(p, "port");
+            shown.extend(
+                addresses
+                    .iter()
+                    .map(|a| host_port(&ip(a), n))
+                    .take(MAX.saturating_sub(shown.len())),
+            );
+        }
+    }
+    if shown.is_empty() {
+        return "<none>".into();
+    }
+    let text = shown.join(",");
+    if count > shown.len() {
+        format!("{text} + {} more...", count - shown.len())
+    } else {
+        text
+    }
+}
+
+/// `ip:port`, with brackets for IPv6 (`[fd00::1]:80`).
+fn host_port(ip: &str, port: i64) -> String {
+    if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    }
 }
 
 fn node_row(obj: &Value, name: String, created: String) -> (Vec<String>, Vec<String>) {
@@ -397,6 +450,35 @@ mod tests {
                 "arm64"
             ]
         );
+    }
+
+    #[test]
+    fn endpoints_rows_show_three_then_count_the_rest() {
+        let ep = json!({"metadata": {"name": "web"}, "subsets": [
+            {"addresses": [{"ip": "10.0.0.5"}, {"ip": "10.0.0.6"}], "notReadyAddresses": [{"ip": "10.0.0.9"}],
+             "ports": [{"name": "http", "port": 80}, {"name": "metrics", "port": 9090}]},
+            {"addresses": [{"ip": "fd00::7"}], "ports": [{"name": "http", "port": 8080}]}]});
+        assert_eq!(
+            row(Kind::Endpoints, &ep, false, now()),
+            [
+                "web",
+                "10.0.0.5:80,10.0.0.6:80,10.0.0.5:9090 + 2 more...",
+                "<unknown>"
+            ]
+        );
+        assert_eq!(
+            format_endpoints(&ep, Some("http")),
+            "10.0.0.5:80,10.0.0.6:80,[fd00::7]:8080"
+        );
+        assert_eq!(format_endpoints(&ep, Some("dns")), "<none>");
+        let none = json!({"metadata": {"name": "web"}});
+        assert_eq!(format_endpoints(&none, None), "<none>");
+        let not_ready =
+            json!({"subsets": [{"notReadyAddresses": [{"ip": "10.0.0.9"}], "ports": [{"port": 80}]}]});
+        assert_eq!(format_endpoints(&not_ready, None), "<none>");
+        let headless = json!({"subsets": [{"addresses": [{"ip": "10.0.0.1"}, {"ip": "10.0.0.2"}]}]});
+        assert_eq!(format_endpoints(&headless, None), "10.0.0.1,10.0.0.2");
+        assert_eq!(headers(Kind::Endpoints, true), ["NAME", "ENDPOINTS", "AGE"]);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{Result, anyhow};
 use shturman_control::manager::ControllerSettings;
-use shturman_control::{Config, Control, MqttChoice, StoreChoice};
+use shturman_control::{Config, Control, MqttChoice, ServiceNetwork, StoreChoice};
 
 use crate::args::{ControlArgs, StoreArg};
 
@@ -26,6 +26,10 @@ pub fn config(args: &ControlArgs) -> Config {
         mqtt: match &args.mqtt_url {
             Some(url) => MqttChoice::External(url.clone()),
             None => MqttChoice::Embedded(args.mqtt_addr),
+        },
+        services: ServiceNetwork {
+            cidr: args.service_cidr,
+            node_ports: args.service_node_port_range,
         },
     }
 }

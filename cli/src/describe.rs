@@ -195,13 +195,39 @@ pub fn events_section(doc: &mut Doc, events: Option<&[Value]>, now: DateTime<Utc
     doc.table(2, &["Type", "Reason", "Age", "From", "Message"], &rows);
 }
 
-/// The full description of one object.
+/// The full description of one object (without a Service's endpoints).
+#[cfg(test)]
 pub fn describe(kind: Kind, obj: &Value, events: Option<&[Value]>, now: DateTime<Utc>) -> String {
+    describe_with(kind, obj, None, events, now)
+}
+
+/// The full description of one object; a Service's shows `endpoints`
+/// (its Endpoints object) per port.
+pub fn describe_with(
+    kind: Kind,
+    obj: &Value,
+    endpoints: Option<&Value>,
+    events: Option<&[Value]>,
+    now: DateTime<Utc>,
+) -> String {
     let mut doc = Doc::default();
     common(&mut doc, kind, obj);
-    describe_kinds::body(&mut doc, kind, obj);
+    describe_kinds::body(&mut doc, kind, obj, endpoints);
     events_section(&mut doc, events, now);
     doc.render()
+}
+
+/// A Service's Endpoints (same name and namespace), if there are any.
+async fn endpoints_for(client: &Client, kind: Kind, obj: &Value) -> Option<Value> {
+    if kind != Kind::Service {
+        return None;
+    }
+    let path = item_path(
+        Kind::Endpoints,
+        str_at(obj, "metadata.namespace"),
+        str_at(obj, "metadata.name"),
+    );
+    client.get(&path, &[]).await.ok()
 }
 
 /// Events about one object; `None` when the server cannot say.
@@ -250,11 +276,15 @@ pub async fn run(args: &DescribeArgs, client: &Client) -> Result<()> {
     let mut first = true;
     for (kind, obj) in &objects {
         let events = events_for(client, *kind, obj).await;
+        let endpoints = endpoints_for(client, *kind, obj).await;
         if !first {
             println!();
         }
         first = false;
-        print!("{}", describe(*kind, obj, events.as_deref(), now));
+        print!(
+            "{}",
+            describe_with(*kind, obj, endpoints.as_ref(), events.as_deref(), now)
+        );
     }
     for e in &errors {
         eprintln!("{e}");

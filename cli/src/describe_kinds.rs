@@ -1,21 +1,23 @@
 //! The kind-specific parts of `describe`: pod containers and conditions,
-//! deployment rollout state, service ports, node capacity and system info,
-//! configmap data.
+//! deployment rollout state, service ports (with their endpoints), endpoints
+//! subsets, node capacity and system info, configmap data.
 
 use serde_json::Value;
 use shturman_api::Kind;
 
-use crate::columns::{node_roles, pod_status, selector_text};
+use crate::columns::{format_endpoints, node_roles, pod_status, selector_text};
 use crate::describe::Doc;
 use crate::value::{at, int_at, list_at, map_at, scalar_text, str_at, str_or};
 
-/// Appends the body for `kind` to `doc`.
-pub fn body(doc: &mut Doc, kind: Kind, obj: &Value) {
+/// Appends the body for `kind` to `doc`. `endpoints` is a Service's
+/// Endpoints object, when fetched.
+pub fn body(doc: &mut Doc, kind: Kind, obj: &Value, endpoints: Option<&Value>) {
     match kind {
         Kind::Pod => pod(doc, obj),
         Kind::Deployment => deployment(doc, obj),
         Kind::ReplicaSet => replicaset(doc, obj),
-        Kind::Service => service(doc, obj),
+        Kind::Service => service(doc, obj, endpoints),
+        Kind::Endpoints => endpoints_body(doc, obj),
         Kind::Node => node(doc, obj),
         Kind::ConfigMap => configmap(doc, obj),
         Kind::Secret => secret(doc, obj),
@@ -236,10 +238,17 @@ fn replicaset(doc: &mut Doc, obj: &Value) {
     pod_template(doc, obj);
 }
 
-fn service(doc: &mut Doc, obj: &Value) {
+fn service(doc: &mut Doc, obj: &Value, endpoints: Option<&Value>) {
     doc.map_field(0, "Selector", obj, "spec.selector", &[]);
     doc.field(0, "Type", str_or(obj, "spec.type", "ClusterIP"));
     doc.field(0, "IP", str_at(obj, "spec.clusterIP"));
+    let ips: Vec<&str> = list_at(obj, "spec.clusterIPs")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    if !ips.is_empty() {
+        doc.field(0, "IPs", ips.join(","));
+    }
     for p in list_at(obj, "spec.ports") {
         let proto = str_or(p, "protocol", "TCP");
         let name = str_or(p, "name", "<unset>");
@@ -252,8 +261,57 @@ fn service(doc: &mut Doc, obj: &Value) {
         if let Some(np) = at(p, "nodePort").as_i64() {
             doc.field(0, "NodePort", format!("{name}  {np}/{proto}"));
         }
+        let eps = endpoints.map_or_else(
+            || "<none>".to_string(),
+            |e| format_endpoints(e, Some(str_at(p, "name"))),
+        );
+        doc.field(0, "Endpoints", eps);
+    }
+    if list_at(obj, "spec.ports").is_empty() {
+        let eps = endpoints.map_or_else(|| "<none>".to_string(), |e| format_endpoints(e, None));
+        doc.field(0, "Endpoints", eps);
     }
     doc.field(0, "Session Affinity", str_or(obj, "spec.sessionAffinity", "None"));
+    if let Some(t) = at(obj, "spec.sessionAffinityConfig.clientIP.timeoutSeconds").as_i64() {
+        doc.field(0, "Session Affinity Timeout", format!("{t}s"));
+    }
+}
+
+fn endpoints_body(doc: &mut Doc, obj: &Value) {
+    let subsets = list_at(obj, "subsets");
+    if subsets.is_empty() {
+        doc.field(0, "Subsets", "<none>");
+        return;
+    }
+    doc.section(0, "Subsets");
+    let ips = |s: &Value, path: &str| -> String {
+        list_at(s, path)
+            .iter()
+            .map(|a| str_at(a, "ip"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    for s in subsets {
+        doc.field(2, "Addresses", ips(s, "addresses"));
+        doc.field(2, "NotReadyAddresses", ips(s, "notReadyAddresses"));
+        let rows: Vec<Vec<String>> = list_at(s, "ports")
+            .iter()
+            .map(|p| {
+                vec![
+                    str_or(p, "name", "<unset>").to_string(),
+                    int_at(p, "port").to_string(),
+                    str_or(p, "protocol", "TCP").to_string(),
+                ]
+            })
+            .collect();
+        if rows.is_empty() {
+            doc.field(2, "Ports", "<none>");
+        } else {
+            doc.section(2, "Ports");
+            doc.table(4, &["Name", "Port", "Protocol"], &rows);
+        }
+        doc.raw(0, "");
+    }
 }
 
 fn node(doc: &mut Doc, obj: &Value) {
@@ -427,6 +485,44 @@ Events:
             let text = describe(*kind, &json!(null), Some(&[]), now());
             assert!(text.contains("Events:"), "{kind:?}: {text}");
         }
+    }
+
+    #[test]
+    fn service_and_endpoints_descriptions() {
+        let svc = json!({"metadata": {"name": "web", "namespace": "default"},
+            "spec": {"type": "NodePort", "selector": {"app": "web"}, "clusterIP": "10.43.0.10",
+                "clusterIPs": ["10.43.0.10"], "sessionAffinity": "None",
+                "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP", "nodePort": 30080}]}});
+        let ep = json!({"metadata": {"name": "web", "namespace": "default"}, "subsets": [
+            {"addresses": [{"ip": "10.0.0.5"}, {"ip": "10.0.0.6"}], "notReadyAddresses": [{"ip": "10.0.0.7"}],
+             "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}]});
+        let text = crate::describe::describe_with(Kind::Service, &svc, Some(&ep), None, now());
+        let expected = "\
+Name:               web
+Namespace:          default
+Labels:             <none>
+Annotations:        <none>
+CreationTimestamp:  <none>
+Selector:           app=web
+Type:               NodePort
+IP:                 10.43.0.10
+IPs:                10.43.0.10
+Port:               http  80/TCP
+TargetPort:         http/TCP
+NodePort:           http  30080/TCP
+Endpoints:          10.0.0.5:8080,10.0.0.6:8080
+Session Affinity:   None
+";
+        assert_eq!(text, expected);
+        let text = describe(Kind::Service, &svc, None, now());
+        assert!(text.contains("Endpoints:          <none>\n"), "{text}");
+        let text = describe(Kind::Endpoints, &ep, Some(&[]), now());
+        assert!(
+            text.contains("Subsets:\n  Addresses:          10.0.0.5,10.0.0.6\n  NotReadyAddresses:  10.0.0.7\n  Ports:\n"),
+            "{text}"
+        );
+        assert!(text.contains("    Name   Port   Protocol\n"), "{text}");
+        assert!(text.contains("    http   8080   TCP\n"), "{text}");
     }
 
     #[test]

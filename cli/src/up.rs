@@ -205,6 +205,8 @@ fn control_args(args: &UpArgs) -> ControlArgs {
         mqtt_url: None,
         node_monitor_grace_period: args.node_monitor_grace_period,
         default_toleration_seconds: args.default_toleration_seconds,
+        service_cidr: args.service_cidr,
+        service_node_port_range: args.service_node_port_range,
     }
 }
 
@@ -368,8 +370,7 @@ pub async fn run(args: &UpArgs) -> Result<()> {
     let cfg = agent_config(args, &node, &mqtt_url, Some(token.to_string()))?;
     let heartbeat = cfg.heartbeat_interval;
     let (stop_agent_tx, stop_agent_rx) = oneshot::channel::<()>();
-    let runtimes =
-        Runtimes::standard(&cfg.data_dir).map_err(|e| anyhow!("the local agent cannot start: {e}"))?;
+    let runtimes = Runtimes::for_config(&cfg).map_err(|e| anyhow!("the local agent cannot start: {e}"))?;
     let mut agent_task: AgentTask = tokio::spawn(shturman_agent::run(cfg, runtimes, async move {
         let _ = stop_agent_rx.await;
     }));

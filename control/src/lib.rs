@@ -33,6 +33,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 pub use broker::MqttChoice;
+pub use server::alloc::{NodePortRange, RangeError, ServiceCidr, ServiceNetwork};
 
 /// Which store backend to use.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,12 +57,15 @@ pub struct Config {
     /// The MQTT broker: embedded (the default, on 127.0.0.1:1883), external,
     /// or none.
     pub mqtt: MqttChoice,
+    /// Where Services' cluster IPs (`--service-cidr`, 10.43.0.0/16) and
+    /// node ports (`--service-node-port-range`, 30000-32767) come from.
+    pub services: ServiceNetwork,
 }
 
 impl Default for Config {
     /// `shturman control`'s defaults: `./shturman-data`, API on
     /// 127.0.0.1:7443, sled, controllers on, embedded broker on
-    /// 127.0.0.1:1883. Tests override with `Config { …, ..Config::default() }`.
+    /// 127.0.0.1:1883, services from 10.43.0.0/16 and ports 30000-32767. Tests override with `Config { …, ..Config::default() }`.
     fn default() -> Self {
         Config {
             data_dir: PathBuf::from("./shturman-data"),
@@ -69,6 +73,7 @@ impl Default for Config {
             store: StoreChoice::Sled,
             controllers: manager::ControllerSettings::default(),
             mqtt: MqttChoice::Embedded(SocketAddr::from(([127, 0, 0, 1], 1883))),
+            services: ServiceNetwork::default(),
         }
     }
 }

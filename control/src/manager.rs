@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shturman_api::apps::{Deployment, ReplicaSet};
-use shturman_api::core::{ConfigMap, Node, Pod, Secret};
+use shturman_api::core::{ConfigMap, Endpoints, Node, Pod, Secret, Service};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::Client;
-use crate::controllers::{deployment, gc, nodelifecycle, replicaset};
+use crate::controllers::{deployment, endpoints, gc, nodelifecycle, replicaset};
 use crate::gateway::{self, GatewayConfig};
 use crate::runtime::{Clock, Informer, Recorder, SystemClock};
 use crate::scheduler;
@@ -85,6 +85,8 @@ impl Manager {
         let replicasets = Informer::<ReplicaSet>::start(client.clone(), stop.clone());
         let deployments = Informer::<Deployment>::start(client.clone(), stop.clone());
         let nodes = Informer::<Node>::start(client.clone(), stop.clone());
+        let services = Informer::<Service>::start(client.clone(), stop.clone());
+        let endpoints = Informer::<Endpoints>::start(client.clone(), stop.clone());
         let recorder = |component| Recorder::new(client.clone(), component, clock.clone());
         let workers = settings.workers.max(1);
         let tasks = vec![
@@ -127,6 +129,14 @@ impl Manager {
                 recorder("default-scheduler"),
                 stop.clone(),
             ),
+            endpoints::run::start(
+                client.clone(),
+                &services,
+                &endpoints,
+                &pods,
+                workers,
+                stop.clone(),
+            ),
         ];
         let mut tasks = tasks;
         if let Some(config) = gateway {
@@ -134,9 +144,13 @@ impl Manager {
             let secrets = Informer::<Secret>::start(client.clone(), stop.clone());
             tasks.push(gateway::start(
                 client.clone(),
-                &pods,
-                &config_maps,
-                &secrets,
+                gateway::Inputs {
+                    pods: pods.clone(),
+                    config_maps,
+                    secrets,
+                    services,
+                    endpoints,
+                },
                 config,
                 logs,
                 stop.clone(),

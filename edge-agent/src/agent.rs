@@ -26,7 +26,7 @@ use crate::link::{Link, LinkEvent, online_topic};
 use crate::logs_service::LogService;
 use crate::manager::PodManager;
 use crate::plan::{self, PodKey};
-use crate::runtime::Runtimes;
+use crate::runtime::{PodClass, Runtimes};
 use crate::sign;
 use crate::state::{AgentState, OfflineLog, PodState};
 use crate::{fsutil, state};
@@ -101,6 +101,8 @@ struct Agent {
     podset_revision: u64,
     /// Serves `shturman logs` requests from the runtimes' log stores.
     logs: LogService,
+    /// The state file is behind (written at the next status poll).
+    state_dirty: bool,
 }
 
 /// Runs the agent until `shutdown` resolves or a fatal error.
@@ -168,6 +170,7 @@ pub async fn run(
         using_token,
         closed_at_connect: 0,
         podset_revision: 0,
+        state_dirty: false,
     };
     agent.reconcile().await;
     agent.write_state().await;
@@ -210,6 +213,9 @@ pub async fn run(
                 if agent.ready() {
                     agent.manager.refresh().await;
                     agent.flush_reports(&link);
+                }
+                if agent.state_dirty {
+                    agent.write_state().await;
                 }
             }
             _ = join_retry.tick() => {
@@ -435,7 +441,9 @@ impl Agent {
         }
         self.reconcile().await;
         self.flush_reports(link);
-        self.write_state().await;
+        // The state file lists every pod: rewriting it per pod would make
+        // admitting n pods cost O(n²) and an fsync each; the poll writes it.
+        self.state_dirty = true;
     }
 
     /// The node's complete desired set: drop every held pod it covers and
@@ -484,7 +492,9 @@ impl Agent {
         }
         self.reconcile().await;
         self.flush_reports(link);
-        self.write_state().await;
+        // The state file lists every pod: rewriting it per pod would make
+        // admitting n pods cost O(n²) and an fsync each; the poll writes it.
+        self.state_dirty = true;
     }
 
     async fn reconcile(&mut self) {
@@ -503,7 +513,9 @@ impl Agent {
             stamp: self.stamp(),
             labels: self.cfg.labels.clone(),
             pods: u64::try_from(self.manager.pod_count()).unwrap_or(u64::MAX),
-            containerd: facts::containerd_answers(self.cfg.containerd_socket.as_deref()).await,
+            // Offered only with an OCI runtime in this build and containerd answering.
+            containerd: self.manager.offers(PodClass::Oci)
+                && facts::containerd_answers(self.cfg.containerd_socket.as_deref()).await,
             offline_log,
         };
         let hb = self.facts.heartbeat(input, now());
@@ -553,7 +565,8 @@ impl Agent {
         }
     }
 
-    async fn write_state(&self) {
+    async fn write_state(&mut self) {
+        self.state_dirty = false;
         let st = AgentState {
             node: self.cfg.node_name.clone(),
             epoch: self.identity.epoch,

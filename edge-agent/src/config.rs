@@ -23,6 +23,8 @@ use shturman_api::wire;
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
 /// Shortest heartbeat period accepted (tests use short ones).
 const MIN_HEARTBEAT: Duration = Duration::from_millis(100);
+/// Where containerd listens on most hosts (`--containerd-socket`).
+pub const DEFAULT_CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
 /// Default `--max-pods` (Kubernetes' default).
 pub const DEFAULT_MAX_PODS: u32 = 110;
 /// Default MQTT port when the URL has none.
@@ -172,7 +174,13 @@ impl Config {
             node_name: name.0.to_string(),
             data_dir: PathBuf::from(data_dir.0),
             labels,
-            containerd_socket: src.get("containerd-socket").map(|s| PathBuf::from(s.0)),
+            // containerd's usual socket unless told otherwise; an empty value
+            // turns the OCI runtime off.
+            containerd_socket: match src.get("containerd-socket") {
+                Some(s) if s.0.trim().is_empty() => None,
+                Some(s) => Some(PathBuf::from(s.0)),
+                None => Some(PathBuf::from(DEFAULT_CONTAINERD_SOCKET)),
+            },
             heartbeat_interval,
             max_pods,
         })

@@ -17,7 +17,8 @@
 //! - [`logs_service`]: container logs for `shturman logs`, over the link;
 //! - [`state`]: `<data-dir>/state.json` and the offline log;
 //! - [`agent`]: the run loop tying them together;
-//! - [`wasm`]: the Wasm runtime (wasmtime, feature `wasm`) and its pure parts.
+//! - [`wasm`]: the Wasm runtime (wasmtime, feature `wasm`) and its pure parts;
+//! - `oci`: the OCI runtime through containerd's CRI service (feature `oci`).
 
 pub mod agent;
 pub mod config;
@@ -28,7 +29,10 @@ pub mod journal;
 pub mod link;
 pub mod logs_service;
 pub mod manager;
+#[cfg(feature = "oci")]
+pub mod oci;
 pub mod plan;
+pub mod probe;
 pub mod runtime;
 pub mod sign;
 pub mod state;

@@ -2,7 +2,8 @@
 //! node's own MQTT link so no port on the node is ever opened: a
 //! [`LogRequest`] on `nodes/{node}/logs/request` is answered by signed
 //! [`LogChunk`]s on `nodes/{node}/logs/reply/{id}`, read from the runtimes'
-//! [`LogStore`]s (the ring of the current run, or the previous run's).
+//! [`LogSource`]s: the Wasm runtime's [`LogStore`] (the ring of the current
+//! run, or the previous run's) and the OCI runtime's CRI log files.
 //!
 //! One task per request, owned by the service's [`JoinSet`]; each holds a
 //! cancel receiver whose sender sits in `active`: `nodes/{node}/logs/cancel/{id}`
@@ -11,6 +12,7 @@
 //! [`LOG_FOLLOW_MAX`] or when its container's log is removed (pod deleted).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use shturman_api::meta::Time;
@@ -33,11 +35,54 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long shutdown waits for streams to send their last chunk.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
+/// Where one runtime's container logs are read from (the boundary between
+/// the log service and the runtimes).
+#[async_trait::async_trait]
+pub trait LogSource: Send + Sync {
+    /// Whether it holds logs of this pod's `container` (the first source
+    /// that does serves a request).
+    fn has(&self, pod: &PodKey, container: &str) -> bool;
+    /// The last `tail` lines (all it keeps if `None`) of the current run,
+    /// or of the previous one.
+    async fn tail(
+        &self,
+        pod: &PodKey,
+        container: &str,
+        tail: Option<usize>,
+        previous: bool,
+    ) -> Result<Vec<LogLine>, LogError>;
+    /// Lines written from now on; the stream closes when the pod's logs go
+    /// away. Subscribe before [`tail`](Self::tail) to miss nothing (lines
+    /// seen twice are dropped by time).
+    async fn follow(&self, pod: &PodKey, container: &str) -> Result<broadcast::Receiver<LogLine>, LogError>;
+}
+
+#[async_trait::async_trait]
+impl LogSource for LogStore {
+    fn has(&self, pod: &PodKey, container: &str) -> bool {
+        self.file(pod, container).is_ok()
+    }
+
+    async fn tail(
+        &self,
+        pod: &PodKey,
+        container: &str,
+        tail: Option<usize>,
+        previous: bool,
+    ) -> Result<Vec<LogLine>, LogError> {
+        LogStore::tail(self, pod, container, tail, previous)
+    }
+
+    async fn follow(&self, pod: &PodKey, container: &str) -> Result<broadcast::Receiver<LogLine>, LogError> {
+        LogStore::follow(self, pod, container)
+    }
+}
+
 /// The agent's log server.
 pub struct LogService {
     node: String,
     key: Vec<u8>,
-    stores: Vec<LogStore>,
+    stores: Vec<Arc<dyn LogSource>>,
     /// Cancel senders of running requests, by id.
     active: HashMap<String, oneshot::Sender<()>>,
     tasks: JoinSet<()>,
@@ -85,7 +130,7 @@ fn store_failure(e: &LogError, req: &LogRequest) -> LogFailure {
 
 impl LogService {
     /// Serves the logs in `stores`, signing replies with `key` (the node secret's).
-    pub fn new(node: String, key: Vec<u8>, stores: Vec<LogStore>) -> LogService {
+    pub fn new(node: String, key: Vec<u8>, stores: Vec<Arc<dyn LogSource>>) -> LogService {
         LogService {
             node,
             key,
@@ -166,7 +211,7 @@ impl LogService {
         let store = self
             .stores
             .iter()
-            .find(|s| s.file(&key, &req.container).is_ok())
+            .find(|s| s.has(&key, &req.container))
             .or(self.stores.first())
             .cloned();
         let Some(store) = store else {
@@ -262,9 +307,14 @@ enum Ended {
 }
 
 /// Serves one request until its end, a cancel or shutdown.
-async fn serve(req: LogRequest, store: LogStore, mut out: Replies, mut cancel: oneshot::Receiver<()>) {
+async fn serve(
+    req: LogRequest,
+    store: Arc<dyn LogSource>,
+    mut out: Replies,
+    mut cancel: oneshot::Receiver<()>,
+) {
     let ended = tokio::select! {
-        r = stream(&req, &store, &mut out) => match r {
+        r = stream(&req, store.as_ref(), &mut out) => match r {
             Ok(()) => Ended::Done,
             Err(e) => {
                 tracing::warn!(id = %req.id, error = %e, "log stream ended: cannot send");
@@ -287,12 +337,12 @@ async fn serve(req: LogRequest, store: LogStore, mut out: Replies, mut cancel: o
 
 /// The answer: the kept lines, then (following) new ones; ends with an
 /// `end` chunk unless cancelled.
-async fn stream(req: &LogRequest, store: &LogStore, out: &mut Replies) -> Result<(), ReplyError> {
+async fn stream(req: &LogRequest, store: &dyn LogSource, out: &mut Replies) -> Result<(), ReplyError> {
     let key = PodKey::new(req.namespace.clone(), req.name.clone());
     let follow = req.follow && !req.previous;
     // Subscribe before reading the ring so no line falls between them.
     let mut rx = if follow {
-        match store.follow(&key, &req.container) {
+        match store.follow(&key, &req.container).await {
             Ok(rx) => Some(rx),
             Err(e) => return out.fail(store_failure(&e, req)).await,
         }
@@ -300,7 +350,7 @@ async fn stream(req: &LogRequest, store: &LogStore, out: &mut Replies) -> Result
         None
     };
     let tail = req.tail_lines.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
-    let lines = match store.tail(&key, &req.container, tail, req.previous) {
+    let lines = match store.tail(&key, &req.container, tail, req.previous).await {
         Ok(l) => l,
         Err(e) => return out.fail(store_failure(&e, req)).await,
     };
@@ -477,7 +527,7 @@ mod tests {
         let (store, _sink) = store_with(dir.path(), &["a", "b", "c"]);
         let key = sign::mac_key("secret");
         let (publisher, mut events) = publisher();
-        let mut svc = LogService::new("n1".into(), key.clone(), vec![store]);
+        let mut svc = LogService::new("n1".into(), key.clone(), vec![Arc::new(store)]);
         let d = desired("u1", &["app"]);
         let mut r = req("u1", "app");
         r.tail_lines = Some(2);
@@ -508,7 +558,7 @@ mod tests {
         let (store, sink) = store_with(dir.path(), &["old"]);
         let key = sign::mac_key("secret");
         let (publisher, mut events) = publisher();
-        let mut svc = LogService::new("n1".into(), key.clone(), vec![store]);
+        let mut svc = LogService::new("n1".into(), key.clone(), vec![Arc::new(store)]);
         let mut r = req("u1", "app");
         r.follow = true;
         svc.on_request(

@@ -71,7 +71,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtimes = match Runtimes::standard(&cfg.data_dir) {
+    let runtimes = match Runtimes::for_config(&cfg) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("shturman-agent: {e}");

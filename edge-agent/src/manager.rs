@@ -77,6 +77,11 @@ impl PodManager {
         }
     }
 
+    /// Whether this agent has a runtime for `class`.
+    pub fn offers(&self, class: PodClass) -> bool {
+        self.runtimes.for_class(class).is_some()
+    }
+
     /// Number of pods admitted.
     pub fn pod_count(&self) -> usize {
         self.pods.len()

@@ -11,6 +11,8 @@ use tokio::sync::Notify;
 use shturman_api::core::{PodSpec, PodStatus};
 use shturman_api::wire::DesiredPod;
 
+use crate::config::Config;
+use crate::logs_service::LogSource;
 use crate::plan::PodKey;
 
 /// Which kind of runtime a pod needs.
@@ -76,9 +78,15 @@ pub trait Runtime: Send + Sync {
     async fn stop(&self, key: &PodKey, grace: Duration) -> Result<(), RuntimeError>;
     /// The pod's current status; `None` if the runtime does not know it.
     async fn status(&self, key: &PodKey) -> Option<PodStatus>;
-    /// Its containers' logs (`shturman logs`), if it keeps them.
+    /// Its containers' logs (`shturman logs`), if it keeps them in a [`LogStore`](crate::wasm::LogStore).
     fn logs(&self) -> Option<crate::wasm::LogStore> {
         None
+    }
+    /// Where `shturman logs` reads its containers' logs: by default its
+    /// [`logs`](Self::logs) store; runtimes whose logs live elsewhere (the
+    /// OCI runtime's CRI log files) return their own source.
+    fn log_source(&self) -> Option<Arc<dyn LogSource>> {
+        self.logs().map(|s| Arc::new(s) as Arc<dyn LogSource>)
     }
 }
 
@@ -108,9 +116,29 @@ impl Runtimes {
     }
 
     /// The runtimes this build offers, keeping their files under `data_dir`:
-    /// wasmtime (with the default `wasm` feature). The OCI runtime joins
-    /// them when it lands.
+    /// wasmtime (with the default `wasm` feature). No OCI runtime: use
+    /// [`Runtimes::for_config`] for an agent configured with containerd.
     pub fn standard(data_dir: &std::path::Path) -> Result<Runtimes, RuntimeError> {
+        Self::build(data_dir, None)
+    }
+
+    /// The runtimes of an agent with configuration `cfg`: wasmtime (feature
+    /// `wasm`) and, when `--containerd-socket` is set, the OCI runtime
+    /// through containerd's CRI service (feature `oci`; it connects lazily,
+    /// so containerd may come up later).
+    pub fn for_config(cfg: &Config) -> Result<Runtimes, RuntimeError> {
+        Self::build(
+            &cfg.data_dir,
+            cfg.containerd_socket
+                .as_deref()
+                .map(|socket| (socket, cfg.node_name.as_str())),
+        )
+    }
+
+    fn build(
+        data_dir: &std::path::Path,
+        containerd: Option<(&std::path::Path, &str)>,
+    ) -> Result<Runtimes, RuntimeError> {
         let changed = Arc::new(Notify::new());
         #[allow(unused_mut)]
         let mut list: Vec<Arc<dyn Runtime>> = Vec::new();
@@ -124,14 +152,31 @@ impl Runtimes {
             })?;
             list.push(Arc::new(wasm));
         }
-        #[cfg(not(feature = "wasm"))]
+        #[cfg(feature = "oci")]
+        if let Some((socket, node)) = containerd {
+            let mut opts = crate::oci::OciOptions::new(data_dir, socket, node);
+            opts.changed = changed.clone();
+            let oci = crate::oci::OciRuntime::new(opts).map_err(|e| RuntimeError {
+                reason: "RuntimeUnavailable".into(),
+                message: format!("the OCI runtime cannot start: {e}"),
+            })?;
+            list.push(Arc::new(oci));
+        }
+        #[cfg(not(feature = "oci"))]
+        if let Some((socket, _)) = containerd {
+            tracing::warn!(
+                socket = %socket.display(),
+                "--containerd-socket is set but this agent was built without the `oci` feature: OCI pods will not run here"
+            );
+        }
+        #[cfg(not(any(feature = "wasm", feature = "oci")))]
         let _ = data_dir;
         Ok(Runtimes::new(list, changed))
     }
 
-    /// The log stores of every runtime that keeps logs.
-    pub fn log_stores(&self) -> Vec<crate::wasm::LogStore> {
-        self.list.iter().filter_map(|r| r.logs()).collect()
+    /// The log sources of every runtime that keeps logs (for the log service).
+    pub fn log_stores(&self) -> Vec<Arc<dyn LogSource>> {
+        self.list.iter().filter_map(|r| r.log_source()).collect()
     }
 
     /// The runtime for a class, if this agent has one.

@@ -9,7 +9,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 pub mod api;
+pub mod containerd;
+pub mod oci_image;
+pub mod registry;
 pub mod sim;
+pub mod tls;
 
 /// The directory holding the workspace's built binaries (`target/debug`).
 pub fn bin_dir() -> PathBuf {

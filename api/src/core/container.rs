@@ -167,7 +167,8 @@ pub struct VolumeMount {
     pub sub_path: Option<String>,
 }
 
-/// A health check; exactly one handler (`exec`, `httpGet`, `tcpSocket`) is set.
+/// A health check; exactly one handler (`exec`, `httpGet`, `tcpSocket`,
+/// `grpc`) is set.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Probe {
@@ -178,6 +179,8 @@ pub struct Probe {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp_socket: Option<TcpSocketAction>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<GrpcAction>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initial_delay_seconds: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub period_seconds: Option<i32>,
@@ -187,6 +190,10 @@ pub struct Probe {
     pub success_threshold: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_threshold: Option<i32>,
+    /// Grace period for a container killed by a failed liveness or startup
+    /// probe (overrides the pod's `terminationGracePeriodSeconds`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub termination_grace_period_seconds: Option<i64>,
 }
 
 /// Run a command in the container; exit 0 is healthy.
@@ -209,6 +216,17 @@ pub struct HttpGetAction {
     pub host: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheme: Option<UriScheme>,
+    /// Extra request headers (a `Host` header here sets the virtual host).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http_headers: Vec<HttpHeader>,
+}
+
+/// One HTTP header of an `httpGet` probe.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpHeader {
+    pub name: String,
+    pub value: String,
 }
 
 /// `HTTP` or `HTTPS`.
@@ -226,6 +244,20 @@ pub enum UriScheme {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TcpSocketAction {
     pub port: IntOrString,
+    /// The host to connect to (default: the pod's IP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+/// A gRPC health check (`grpc.health.v1.Health/Check`); `SERVING` is healthy.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GrpcAction {
+    /// A port number (gRPC probes take no port names).
+    pub port: i32,
+    /// The service name sent in the `HealthCheckRequest`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
 }
 
 impl Probe {
@@ -339,5 +371,42 @@ mod tests {
         );
         assert_eq!(p.http_get.unwrap().path.as_deref(), Some("/"));
         assert_eq!(c.resources.requests["cpu"], Quantity::from_value(1));
+    }
+
+    #[test]
+    fn probe_headers_hosts_grpc_and_grace_round_trip() {
+        let json = serde_json::json!({
+            "httpGet": {"port": 8080, "httpHeaders": [{"name": "X-Probe", "value": "1"}]},
+            "terminationGracePeriodSeconds": 5
+        });
+        let p: Probe = serde_json::from_value(json.clone()).unwrap();
+        let h = p.http_get.as_ref().unwrap();
+        assert_eq!(
+            h.http_headers,
+            [HttpHeader {
+                name: "X-Probe".into(),
+                value: "1".into()
+            }]
+        );
+        assert_eq!(p.termination_grace_period_seconds, Some(5));
+        assert_eq!(serde_json::to_value(&p).unwrap(), json);
+        let p: Probe = serde_json::from_value(serde_json::json!({
+            "grpc": {"port": 9000, "service": "health"}
+        }))
+        .unwrap();
+        assert_eq!(
+            p.grpc,
+            Some(GrpcAction {
+                port: 9000,
+                service: Some("health".into())
+            })
+        );
+        let t: TcpSocketAction =
+            serde_json::from_value(serde_json::json!({"port": "http", "host": "10.0.0.1"})).unwrap();
+        assert_eq!(t.host.as_deref(), Some("10.0.0.1"));
+        // Nothing new is written when unset.
+        let plain = serde_json::json!({"tcpSocket": {"port": 80}});
+        let p: Probe = serde_json::from_value(plain.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&p).unwrap(), plain);
     }
 }

@@ -64,7 +64,7 @@ pub fn kind_fields(kind: Kind) -> &'static [&'static str] {
             "reportingComponent",
             "type",
         ],
-        Kind::Service | Kind::ConfigMap | Kind::Deployment => &[],
+        Kind::Service | Kind::Endpoints | Kind::ConfigMap | Kind::Deployment => &[],
     }
 }
 

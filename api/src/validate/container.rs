@@ -226,11 +226,21 @@ fn check_resources(path: &Path, c: &Container, errs: &mut Vec<FieldError>) {
 fn check_probe(path: &Path, success_must_be_one: bool, probe: &Probe, errs: &mut Vec<FieldError>) {
     let handlers = usize::from(probe.exec.is_some())
         + usize::from(probe.http_get.is_some())
-        + usize::from(probe.tcp_socket.is_some());
+        + usize::from(probe.tcp_socket.is_some())
+        + usize::from(probe.grpc.is_some());
     if handlers != 1 {
         errs.push(
             path.error(format!("a probe needs exactly one handler, found {handlers}"))
-                .hint("set exactly one of exec, httpGet or tcpSocket"),
+                .hint("set exactly one of exec, httpGet, tcpSocket or grpc"),
+        );
+    }
+    if probe.grpc.is_some() {
+        // Accepting it would leave the container never ready (or never
+        // restarted): say so now instead.
+        errs.push(
+            path.field("grpc")
+                .error("gRPC probes are not supported by Shturman's agents yet")
+                .hint("use tcpSocket on the gRPC port, or an exec probe running grpc_health_probe"),
         );
     }
     if let Some(e) = &probe.exec

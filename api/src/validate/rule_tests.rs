@@ -269,6 +269,11 @@ fn probe_rules() {
             "spec.containers[0].startupProbe.successThreshold",
         ]
     );
+    let e = errors(Kind::Pod, pod(), |p| {
+        p["spec"]["containers"][0]["readinessProbe"] = json!({"grpc": {"port": 9090}});
+    });
+    assert_eq!(paths(&e), ["spec.containers[0].readinessProbe.grpc"]);
+    assert!(e[0].1.contains("not supported"), "{e:?}");
 }
 
 #[test]

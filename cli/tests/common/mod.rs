@@ -37,6 +37,7 @@ impl Cluster {
             // These tests drive objects by hand: no controllers.
             controllers: shturman_control::manager::ControllerSettings::disabled(),
             mqtt: shturman_control::MqttChoice::Off,
+            services: shturman_control::ServiceNetwork::default(),
         };
         let control = runtime.block_on(Control::start(config)).expect("control starts");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

@@ -7,9 +7,12 @@
 //! - [`replicaset`]: keeps N pods of a template (create, delete by Kubernetes'
 //!   ranking, adopt, release, status);
 //! - [`deployment`]: rolls a pod template out through ReplicaSets (rolling
-//!   update, recreate, proportional scaling, history, progress conditions).
+//!   update, recreate, proportional scaling, history, progress conditions);
+//! - [`endpoints`]: lists each Service's ready and not-ready pods, with the
+//!   ports they serve, in the Service's Endpoints.
 
 pub mod deployment;
+pub mod endpoints;
 pub mod gc;
 pub mod nodelifecycle;
 pub mod replicaset;

@@ -14,6 +14,9 @@
 //! - Out, per node: the complete set of pods it must run, retained on
 //!   `nodes/{node}/podset` ([`podsets`]), so an agent that was away while
 //!   the broker forgot a withdrawal still drops the pod.
+//! - Out, to every agent: each Service with its Endpoints, retained on
+//!   `services/{ns}/{name}`, and every Service's key on `serviceset`
+//!   ([`services`], built by [`routes`]), for the agents' proxies.
 //! - In: joins, heartbeats, the online flag and pod reports, handled in
 //!   [`ingest`], one worker per shard of node names so one node's messages
 //!   are applied in order.
@@ -28,6 +31,8 @@ pub mod desired;
 pub mod ingest;
 pub mod logs;
 pub mod podsets;
+pub mod routes;
+pub mod services;
 pub mod sign;
 
 use std::collections::HashMap;
@@ -36,8 +41,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use shturman_api::core::{ConfigMap, Pod, Secret};
-use shturman_api::wire::{self, PREFIX, PodSet, Stamp, Topic};
+use shturman_api::core::{ConfigMap, Endpoints, Pod, Secret, Service};
+use shturman_api::wire::{self, PREFIX, PodSet, ServiceSet, ServiceTopic, Stamp, Topic};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -57,6 +62,15 @@ pub struct GatewayConfig {
     pub max_payload: usize,
     /// Workers applying agents' messages (each owns a shard of node names).
     pub ingest_workers: usize,
+}
+
+/// The caches the gateway publishes from.
+pub struct Inputs {
+    pub pods: Informer<Pod>,
+    pub config_maps: Informer<ConfigMap>,
+    pub secrets: Informer<Secret>,
+    pub services: Informer<Service>,
+    pub endpoints: Informer<Endpoints>,
 }
 
 /// Why publishing a pod failed (the controller retries with back-off).
@@ -86,6 +100,15 @@ pub(crate) struct Shared {
     pods: Informer<Pod>,
     config_maps: Informer<ConfigMap>,
     secrets: Informer<Secret>,
+    services: Informer<Service>,
+    endpoints: Informer<Endpoints>,
+    /// The service-route controller's queue (the set: `services::set_key`).
+    service_queue: QueueHandle,
+    /// Routes published in this connection, by Service, with their content
+    /// hash (0: seen retained in the broker, content unknown).
+    routes: Mutex<HashMap<ObjectKey, u64>>,
+    /// The service set last published in this connection.
+    service_set: Mutex<Option<ServiceSet>>,
     published: Mutex<Published>,
     /// The pod set last published per node in this connection.
     podsets: Mutex<HashMap<String, PodSet>>,
@@ -109,6 +132,12 @@ impl Shared {
     fn podsets(&self) -> MutexGuard<'_, HashMap<String, PodSet>> {
         lock(&self.podsets)
     }
+    fn routes(&self) -> MutexGuard<'_, HashMap<ObjectKey, u64>> {
+        lock(&self.routes)
+    }
+    fn service_set(&self) -> MutexGuard<'_, Option<ServiceSet>> {
+        lock(&self.service_set)
+    }
     fn node_stamps(&self) -> MutexGuard<'_, HashMap<String, Stamp>> {
         lock(&self.node_stamps)
     }
@@ -121,22 +150,12 @@ impl Shared {
 /// API server's hub of open log requests.
 pub fn start(
     client: Client,
-    pods: &Informer<Pod>,
-    config_maps: &Informer<ConfigMap>,
-    secrets: &Informer<Secret>,
+    inputs: Inputs,
     config: GatewayConfig,
     logs: Arc<logs::LogHub>,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(run(
-        client,
-        pods.clone(),
-        config_maps.clone(),
-        secrets.clone(),
-        config,
-        logs,
-        stop,
-    ))
+    tokio::spawn(run(client, inputs, config, logs, stop))
 }
 
 fn mqtt_options(config: &GatewayConfig) -> MqttOptions {
@@ -155,20 +174,33 @@ fn mqtt_options(config: &GatewayConfig) -> MqttOptions {
 /// the MQTT event loop, the ingest workers and the publishing controller.
 pub async fn run(
     client: Client,
-    pods: Informer<Pod>,
-    config_maps: Informer<ConfigMap>,
-    secrets: Informer<Secret>,
+    inputs: Inputs,
     config: GatewayConfig,
     logs: Arc<logs::LogHub>,
     stop: CancellationToken,
 ) {
+    let Inputs {
+        pods,
+        config_maps,
+        secrets,
+        services,
+        endpoints,
+    } = inputs;
+    let synced = async {
+        pods.wait_synced().await;
+        config_maps.wait_synced().await;
+        secrets.wait_synced().await;
+        services.wait_synced().await;
+        endpoints.wait_synced().await;
+    };
     tokio::select! {
-        () = async { pods.wait_synced().await; config_maps.wait_synced().await; secrets.wait_synced().await } => {}
+        () = synced => {}
         () = stop.cancelled() => return,
     }
     let (mqtt, events) = AsyncClient::new(mqtt_options(&config), 1024);
     let controller = Controller::new("node-gateway", stop.clone());
     let podset_controller = Controller::new("node-gateway-podsets", stop.clone());
+    let service_controller = Controller::new("node-gateway-services", stop.clone());
     let recorder = Recorder::new(client.clone(), "node-gateway", Arc::new(SystemClock));
     let shared = Arc::new(Shared {
         client,
@@ -178,6 +210,11 @@ pub async fn run(
         pods,
         config_maps,
         secrets,
+        services,
+        endpoints,
+        service_queue: service_controller.handle(),
+        routes: Mutex::default(),
+        service_set: Mutex::default(),
         published: Mutex::default(),
         podsets: Mutex::default(),
         node_stamps: Mutex::default(),
@@ -188,6 +225,10 @@ pub async fn run(
     });
     logs.attach(shared.mqtt.clone());
     watch_inputs(&controller, &shared);
+    service_controller.watches(&shared.services, |s: &Service| {
+        vec![ObjectKey::of(s), services::set_key()]
+    });
+    service_controller.watches(&shared.endpoints, |e: &Endpoints| vec![ObjectKey::of(e)]);
     let mut tasks = JoinSet::new();
     let mut shards = Vec::new();
     for _ in 0..config.ingest_workers.max(1) {
@@ -204,6 +245,11 @@ pub async fn run(
     tasks.spawn(podset_controller.run(2, move |key: ObjectKey| {
         let s = podsets.clone();
         async move { s.reconcile_podset(&key).await }
+    }));
+    let routes = shared.clone();
+    tasks.spawn(service_controller.run(2, move |key: ObjectKey| {
+        let s = routes.clone();
+        async move { s.reconcile_service(&key).await }
     }));
     event_loop(&shared, events, &shards, &stop).await;
     logs.detach();
@@ -286,6 +332,7 @@ async fn event_loop(
                         format!("{PREFIX}/nodes/+/pods/+/+"),
                         wire::log_replies_filter(),
                     ])
+                    .chain(wire::services_filters())
                     .map(|f| rumqttc::SubscribeFilter::new(f, QoS::AtLeastOnce));
                 if let Err(e) = shared.mqtt.try_subscribe_many(filters) {
                     tracing::error!(error = %e, "node gateway could not subscribe");
@@ -293,6 +340,10 @@ async fn event_loop(
                 shared.resync();
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
+                if let Some(topic) = ServiceTopic::parse(&p.topic) {
+                    shared.seen_service_topic(topic, p.payload.is_empty());
+                    continue;
+                }
                 let Some(topic) = Topic::parse(&p.topic) else {
                     continue;
                 };
@@ -359,13 +410,14 @@ impl Shared {
     }
 
     /// After a (re)connection: forget what was sent, send everything again
-    /// (each node's pod set too).
+    /// (each node's pod set, every service route and the service set too).
     fn resync(&self) {
         self.published().clear();
         for p in self.pods.list() {
             self.queue.add(ObjectKey::of(&*p));
         }
         self.resync_podsets();
+        self.resync_services();
     }
 
     /// Publishes what `key` should be and withdraws where it should not.

@@ -275,11 +275,18 @@ impl State {
         };
         let mut obj = object::prepare_create(kind, obj, &facts)?;
         let name = object::name_of(&obj).to_string();
-        let rev = self
+        let claim = match kind {
+            Kind::Service => Some(self.claim_for_create(&mut obj).await?),
+            _ => None,
+        };
+        let created = self
             .store
             .create(&key(kind, ns.as_deref(), &name), encode(&obj)?)
-            .await
-            .map_err(|e| ApiError::from_store(e, kind, &name))?;
+            .await;
+        if let Some(claim) = claim {
+            self.settle(claim, created.is_ok()).await;
+        }
+        let rev = created.map_err(|e| ApiError::from_store(e, kind, &name))?;
         object::set_resource_version(&mut obj, rev);
         Ok(obj)
     }
@@ -356,8 +363,18 @@ impl State {
                 ));
             }
             let old = materialize(&current)?;
-            let mut merged = object::prepare_update(kind, &old, build(&old)?, status_only)?;
-            let written = if object::deletion_finished(&merged) {
+            let mut new = build(&old)?;
+            let service_spec = kind == Kind::Service && !status_only;
+            if service_spec {
+                State::patch_update(&old, &mut new)?;
+            }
+            let mut merged = object::prepare_update(kind, &old, new, status_only)?;
+            let finished = object::deletion_finished(&merged);
+            let claim = match service_spec && !finished {
+                true => Some(self.claim_for_update(&old, &mut merged).await?),
+                false => None,
+            };
+            let written = if finished {
                 self.store
                     .delete(&k, Some(current.revision))
                     .await
@@ -367,6 +384,12 @@ impl State {
                     .update(&k, encode(&merged)?, Some(current.revision))
                     .await
             };
+            if let Some(claim) = claim {
+                self.settle(claim, written.is_ok()).await;
+            }
+            if finished && kind == Kind::Service && written.is_ok() {
+                self.service_deleted(&merged).await;
+            }
             match written {
                 Ok(rev) => {
                     object::set_resource_version(&mut merged, rev);
@@ -409,6 +432,9 @@ impl State {
             let mut patched = old.clone();
             object::merge_patch(&mut patched, patch);
             object::strip_resource_version(&mut patched);
+            if kind == Kind::Service {
+                super::alloc::service::drop_node_ports_on_type_change(old, &mut patched);
+            }
             if object::name_of(&patched) != name || object::namespace_of(&patched) != ns.unwrap_or("") {
                 return Err(ApiError::bad_request(
                     "a patch may not change metadata.name or metadata.namespace",
@@ -483,7 +509,11 @@ impl State {
                     .delete(&k, Some(current.revision))
                     .await
                     .map_err(|e| ApiError::from_store(e, kind, name))?;
-                return materialize(&last);
+                let last = materialize(&last)?;
+                if kind == Kind::Service {
+                    self.service_deleted(&last).await;
+                }
+                return Ok(last);
             }
             // Mark for deletion; the finalizers' owners finish it.
             object::mark_deleting(&mut obj, &finalizers, &now_rfc3339());
@@ -509,6 +539,9 @@ impl State {
                 .map_err(|e| ApiError::from_store(e, kind, ns))?;
             for (k, _) in listing.items {
                 match self.store.delete(&k, None).await {
+                    Ok((_, last)) if kind == Kind::Service => {
+                        self.service_deleted(&materialize(&last)?).await
+                    }
                     Ok(_) | Err(StoreError::NotFound { .. }) => {}
                     Err(e) => return Err(ApiError::from_store(e, kind, &k.name)),
                 }

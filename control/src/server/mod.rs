@@ -4,10 +4,12 @@
 //! - [`route`] parses a path into a typed target (pure);
 //! - [`handlers`] executes list/get/create/update/patch/delete;
 //! - [`object`] owns server-set metadata and merge patch (pure);
+//! - [`alloc`] gives Services their cluster IPs and node ports (kept in the store);
 //! - [`watch`] streams changes; [`logs`] fetches container logs from nodes; [`error`] maps every failure to a `Status`;
 //! - [`auth`] the admin token and `admin.conf`; [`metrics`] `/metrics`;
 //!   [`discovery`] `/api`, `/apis`.
 
+pub mod alloc;
 pub mod auth;
 pub mod discovery;
 pub mod error;
@@ -52,17 +54,30 @@ pub struct State {
     stop: tokio::sync::watch::Sender<bool>,
     /// Open log requests to nodes (the node gateway answers them).
     pub logs: Arc<crate::gateway::logs::LogHub>,
+    /// Where Services' cluster IPs and node ports come from.
+    pub service_network: alloc::ServiceNetwork,
 }
 
 impl State {
-    /// Request state over `store`, accepting `token` as the admin bearer token.
+    /// Request state over `store`, accepting `token` as the admin bearer
+    /// token, with the default service network.
     pub fn new(store: Arc<dyn Store>, token: String) -> Arc<State> {
+        State::with_service_network(store, token, alloc::ServiceNetwork::default())
+    }
+
+    /// As [`State::new`], with Services' addresses and node ports from `network`.
+    pub fn with_service_network(
+        store: Arc<dyn Store>,
+        token: String,
+        network: alloc::ServiceNetwork,
+    ) -> Arc<State> {
         Arc::new(State {
             store,
             token,
             metrics: metrics::Metrics::default(),
             stop: tokio::sync::watch::channel(false).0,
             logs: Arc::default(),
+            service_network: network,
         })
     }
 
@@ -117,8 +132,9 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         path: data_dir.clone(),
         source,
     })?;
-    let state = State::new(store, token);
+    let state = State::with_service_network(store, token, config.services);
     state.ensure_default_namespace().await?;
+    state.repair_service_allocations().await?;
     let client = crate::client::Client::new(state.clone());
     crate::tokens::ensure_system_namespace(&client)
         .await

@@ -18,7 +18,10 @@ pub struct CreateFacts<'a> {
 
 /// Kinds whose `spec` changes bump `metadata.generation`.
 fn has_generation(kind: Kind) -> bool {
-    !matches!(kind, Kind::ConfigMap | Kind::Secret | Kind::Event)
+    !matches!(
+        kind,
+        Kind::ConfigMap | Kind::Secret | Kind::Event | Kind::Endpoints
+    )
 }
 
 fn meta_mut(obj: &mut Value) -> Result<&mut Map<String, Value>, ApiError> {

@@ -1,5 +1,5 @@
-//! The pure container lifecycle: how a run ended ([`Exit`]) becomes a
-//! Kubernetes `terminated` state, whether `restartPolicy` restarts it, the
+//! The pure container lifecycle: how a run ended ([`Exit`], including a kill
+//! for a failed liveness or startup probe) becomes a Kubernetes `terminated` state, whether `restartPolicy` restarts it, the
 //! kubelet-style back-off (`CrashLoopBackOff`), and the pod phase and
 //! conditions derived from its containers. No clock, no I/O.
 
@@ -41,16 +41,20 @@ pub enum Exit {
     OomKilled(String),
     /// Stopped by the agent (pod deleted or replaced).
     Killed,
+    /// Killed because a liveness or startup probe failed past its threshold
+    /// (the probe's message, e.g. `Liveness probe failed: …`); restarted
+    /// per `restartPolicy`, as any other failure.
+    Unhealthy(String),
 }
 
 impl Exit {
     /// The exit code reported: traps 1 (as wasmtime's CLI), OOM 137 and
-    /// killed 137 (as a container killed with SIGKILL).
+    /// killed 137 (as a container killed with SIGKILL, also for a failed probe).
     pub fn code(&self) -> i32 {
         match self {
             Exit::Code(c) => *c,
             Exit::Trap(_) => 1,
-            Exit::OomKilled(_) | Exit::Killed => 137,
+            Exit::OomKilled(_) | Exit::Killed | Exit::Unhealthy(_) => 137,
         }
     }
 
@@ -59,7 +63,7 @@ impl Exit {
         let (reason, message) = match self {
             Exit::Code(0) => (COMPLETED, None),
             Exit::Code(_) | Exit::Killed => (ERROR, None),
-            Exit::Trap(m) => (ERROR, Some(short(m))),
+            Exit::Trap(m) | Exit::Unhealthy(m) => (ERROR, Some(short(m))),
             Exit::OomKilled(m) => (OOM_KILLED, Some(short(m))),
         };
         ContainerState {
@@ -193,7 +197,8 @@ pub fn phase(containers: &[(ContainerStatus, bool)]) -> PodPhase {
     }
 }
 
-/// Whether every container is ready (command modules are ready while alive).
+/// Whether every container is ready (each container's `ready` already says:
+/// its readiness probe passes, or it runs and has none).
 pub fn all_ready(containers: &[ContainerStatus]) -> bool {
     !containers.is_empty() && containers.iter().all(|c| c.ready)
 }
@@ -238,6 +243,14 @@ mod tests {
         assert_eq!(trap.message.as_deref(), Some("wasm trap: unreachable"));
         let oom = t(Exit::OomKilled("memory limit 64Mi".into()));
         assert_eq!((oom.exit_code, oom.reason.as_deref()), (137, Some(OOM_KILLED)));
+        let sick = t(Exit::Unhealthy(
+            "Liveness probe failed: HTTP probe failed with statuscode: 500".into(),
+        ));
+        assert_eq!((sick.exit_code, sick.reason.as_deref()), (137, Some(ERROR)));
+        assert_eq!(
+            sick.message.as_deref(),
+            Some("Liveness probe failed: HTTP probe failed with statuscode: 500")
+        );
         assert_eq!(short(&"x".repeat(300)).chars().count(), 201);
     }
 
@@ -250,6 +263,11 @@ mod tests {
         assert!(should_restart(OnFailure, &Exit::OomKilled(String::new())));
         assert!(!should_restart(Never, &Exit::Trap(String::new())));
         assert!(!should_restart(Always, &Exit::Killed));
+        // A container killed for a failed probe restarts as a failed one.
+        let sick = Exit::Unhealthy("Liveness probe failed: x".into());
+        assert!(should_restart(Always, &sick));
+        assert!(should_restart(OnFailure, &sick));
+        assert!(!should_restart(Never, &sick));
     }
 
     #[test]

@@ -24,7 +24,11 @@ pub mod volumes;
 #[cfg(feature = "wasm")]
 pub mod engine;
 #[cfg(feature = "wasm")]
+mod fetch;
+#[cfg(feature = "wasm")]
 pub mod modules;
+#[cfg(all(test, feature = "wasm"))]
+mod probe_tests;
 #[cfg(feature = "wasm")]
 pub mod runtime;
 #[cfg(all(test, feature = "wasm"))]

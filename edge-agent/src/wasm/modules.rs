@@ -1,5 +1,6 @@
-//! Module distribution and caching: fetch a [`ModuleRef`], verify its
-//! `#sha256` pin (every source), keep the bytes under
+//! Module distribution and caching: fetch a [`ModuleRef`] (a file on the
+//! node, or a download by [`fetch`]), verify its `#sha256` pin (every
+//! source), keep the bytes under
 //! `<data-dir>/wasm/modules/<sha256>.wasm`, and keep the compiled, linked form
 //! in memory by digest so a restart or a second replica never compiles again.
 //!
@@ -11,12 +12,13 @@
 //! each module compiles once more.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::OnceCell;
 
 use super::engine::{Compiled, WasmEngine};
+use super::fetch;
 use super::reference::{ModuleRef, RefError, Source, verify};
 use crate::fsutil::write_atomic;
 
@@ -50,6 +52,8 @@ pub struct ModuleCache {
 
 impl ModuleCache {
     pub fn new(dir: PathBuf, engine: Arc<WasmEngine>) -> ModuleCache {
+        // Downloads a killed agent left half done.
+        fetch::remove_partials(&dir);
         ModuleCache {
             dir,
             engine,
@@ -94,22 +98,41 @@ impl ModuleCache {
     }
 }
 
-/// Reads a module, checks its pin, stores it by digest. Blocking.
-fn fetch(dir: &std::path::Path, r: &ModuleRef) -> Result<(String, Vec<u8>), LoadError> {
-    let bytes = match &r.source {
-        Source::File(path) => read_capped(path)?,
-        Source::Http(url) => match &r.sha256 {
-            // A pinned module already in the cache needs no network.
-            Some(pin) if dir.join(format!("{pin}.wasm")).is_file() => {
-                read_capped(&dir.join(format!("{pin}.wasm")))?
-            }
-            _ => {
-                return Err(LoadError::Fetch(format!(
-                    "fetching {url}: http(s) module download is not implemented yet; copy the module to the node and use file:///path.wasm#sha256=<hex>"
-                )));
-            }
-        },
+/// Reads or downloads a module, checks its pin, stores it by digest. Blocking.
+fn fetch(dir: &Path, r: &ModuleRef) -> Result<(String, Vec<u8>), LoadError> {
+    fetch_capped(dir, r, MAX_MODULE_BYTES)
+}
+
+/// [`fetch`] with the size limit as a parameter (tests use a small one).
+fn fetch_capped(dir: &Path, r: &ModuleRef, limit: u64) -> Result<(String, Vec<u8>), LoadError> {
+    let url = match &r.source {
+        Source::File(path) => return read_file(dir, r, path, limit),
+        Source::Http(url) => url,
     };
+    // A pinned module already in the cache needs no network. A cached file
+    // that no longer matches its name (a damaged disk) is removed and
+    // fetched again.
+    if let Some(pin) = &r.sha256 {
+        let cached = dir.join(format!("{pin}.wasm"));
+        if cached.is_file() {
+            let bytes = read_capped(&cached, limit)?;
+            match verify(r, &bytes) {
+                Ok(digest) => return Ok((digest, bytes)),
+                Err(e) => {
+                    tracing::warn!(file = %cached.display(), "cached module is damaged ({e}); fetching {url} again");
+                    let _ = std::fs::remove_file(&cached);
+                }
+            }
+        }
+    }
+    // Unpinned: fetched at each pod start (like `:latest`); the same bytes
+    // still find their compiled form by digest.
+    fetch::download(dir, url, r.sha256.as_deref(), limit).map_err(|e| LoadError::Fetch(e.to_string()))
+}
+
+/// A `file://` module: read, checked against its pin, copied into the cache.
+fn read_file(dir: &Path, r: &ModuleRef, path: &Path, limit: u64) -> Result<(String, Vec<u8>), LoadError> {
+    let bytes = read_capped(path, limit)?;
     let digest = verify(r, &bytes).map_err(|e: RefError| LoadError::Fetch(format!("{r}: {e}")))?;
     let cached = dir.join(format!("{digest}.wasm"));
     if !cached.is_file() {
@@ -120,14 +143,122 @@ fn fetch(dir: &std::path::Path, r: &ModuleRef) -> Result<(String, Vec<u8>), Load
     Ok((digest, bytes))
 }
 
-fn read_capped(path: &std::path::Path) -> Result<Vec<u8>, LoadError> {
+fn read_capped(path: &Path, limit: u64) -> Result<Vec<u8>, LoadError> {
     let err = |e: std::io::Error| LoadError::Fetch(format!("reading {}: {e}", path.display()));
     let len = std::fs::metadata(path).map_err(err)?.len();
-    if len > MAX_MODULE_BYTES {
+    if len > limit {
         return Err(LoadError::Fetch(format!(
-            "{}: {len} bytes is more than the {MAX_MODULE_BYTES}-byte module limit",
+            "{}: {len} bytes is more than the {limit}-byte module limit",
             path.display()
         )));
     }
     std::fs::read(path).map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fetch::tests::{ok, serve};
+    use super::*;
+    use crate::wasm::engine::EngineOptions;
+    use crate::wasm::reference::{digest, parse};
+
+    /// A WASI command that does nothing.
+    fn command(tag: &str) -> Vec<u8> {
+        wat::parse_str(format!(r#"(module (func (export "_start")) (data "{tag}"))"#)).unwrap()
+    }
+
+    fn cache(dir: &Path) -> ModuleCache {
+        let engine = WasmEngine::new(&EngineOptions::default()).unwrap();
+        ModuleCache::new(dir.to_path_buf(), Arc::new(engine))
+    }
+
+    /// A URL on a loopback port nobody listens on.
+    fn dead_url() -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}/m.wasm", l.local_addr().unwrap())
+    }
+
+    #[test]
+    fn a_pinned_cached_module_needs_no_network() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = command("cached");
+        let pin = digest(&bytes);
+        std::fs::write(dir.path().join(format!("{pin}.wasm")), &bytes).unwrap();
+        let r = parse(&format!("{}#sha256={pin}", dead_url())).unwrap();
+        assert_eq!(fetch(dir.path(), &r).unwrap(), (pin, bytes));
+        // Without a pin the same URL must be fetched, and it cannot be.
+        let r = parse(&dead_url()).unwrap();
+        let Err(LoadError::Fetch(e)) = fetch(dir.path(), &r) else {
+            panic!("an unpinned module must be fetched");
+        };
+        assert!(e.contains("check that the server is up"), "{e}");
+    }
+
+    #[test]
+    fn a_damaged_cached_module_is_fetched_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = command("fresh");
+        let pin = digest(&bytes);
+        std::fs::write(dir.path().join(format!("{pin}.wasm")), b"damaged").unwrap();
+        let (url, t) = serve(vec![ok(&bytes, true)]);
+        let r = parse(&format!("{url}/m.wasm#sha256={pin}")).unwrap();
+        assert_eq!(fetch(dir.path(), &r).unwrap(), (pin.clone(), bytes.clone()));
+        t.join().unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join(format!("{pin}.wasm"))).unwrap(),
+            bytes
+        );
+    }
+
+    #[test]
+    fn the_size_limit_holds_for_downloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let (url, t) = serve(vec![ok(&[0u8; 4096], false)]);
+        let r = parse(&format!("{url}/big.wasm")).unwrap();
+        let Err(LoadError::Fetch(e)) = fetch_capped(dir.path(), &r, 1024) else {
+            panic!("an oversized module must be refused");
+        };
+        t.join().unwrap();
+        assert!(e.contains("1024-byte limit"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_wrong_pin_is_a_pull_error_and_never_compiles() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = command("served");
+        let wrong = digest(b"something else");
+        let (url, t) = serve(vec![ok(&bytes, true)]);
+        let modules = cache(dir.path());
+        let r = parse(&format!("{url}/m.wasm#sha256={wrong}")).unwrap();
+        let Err(LoadError::Fetch(e)) = modules.load(&r).await else {
+            panic!("a mismatching module must be a pull error");
+        };
+        t.join().unwrap();
+        assert!(
+            e.contains(&format!("sha256:{wrong}")) && e.contains(&format!("sha256:{}", digest(&bytes))),
+            "{e}"
+        );
+        assert_eq!(modules.compiled_count(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "nothing is kept"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unpinned_url_is_fetched_each_time_and_compiled_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = command("latest");
+        let (url, t) = serve(vec![ok(&bytes, true), ok(&bytes, false)]);
+        let modules = cache(dir.path());
+        let r = parse(&format!("{url}/m.wasm")).unwrap();
+        let first = modules.load(&r).await.unwrap_or_else(|e| panic!("{e}"));
+        let second = modules.load(&r).await.unwrap_or_else(|e| panic!("{e}"));
+        // Both requests were served: the thread ends after the second.
+        t.join().unwrap();
+        assert_eq!(first.digest, digest(&bytes));
+        assert_eq!(second.digest, first.digest);
+        assert_eq!(modules.compiled_count(), 1);
+    }
 }

@@ -118,10 +118,15 @@ pub fn digest(bytes: &[u8]) -> String {
 
 /// Checks `bytes` against the reference's pin; returns their digest.
 pub fn verify(reference: &ModuleRef, bytes: &[u8]) -> Result<String, RefError> {
-    let actual = digest(bytes);
-    match &reference.sha256 {
-        Some(expected) if *expected != actual => Err(RefError::DigestMismatch {
-            expected: expected.clone(),
+    check_pin(reference.sha256.as_deref(), digest(bytes))
+}
+
+/// Checks a digest computed elsewhere (a download hashes as it streams)
+/// against `pin`; returns the digest.
+pub fn check_pin(pin: Option<&str>, actual: String) -> Result<String, RefError> {
+    match pin {
+        Some(expected) if expected != actual => Err(RefError::DigestMismatch {
+            expected: expected.to_string(),
             actual,
         }),
         _ => Ok(actual),

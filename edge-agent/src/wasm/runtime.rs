@@ -3,6 +3,16 @@
 //! agent's): fetch and compile its module, resolve env and volumes, run an
 //! instance, record how it ended, and restart it per `restartPolicy` with
 //! kubelet's back-off. `status` assembles the pod's status from those records.
+//!
+//! Probes ([`crate::probe`]): each run of a container with probes gets a
+//! probe task; its view gives the container's `started` and `ready`, and a
+//! failed liveness or startup probe kills the instance, which then restarts
+//! through the same back-off path as a crash (last state `terminated`,
+//! reason `Error`, exit code 137, the probe's message). Wasm pods share the
+//! node's network, so `httpGet` and `tcpSocket` checks go to `127.0.0.1`
+//! unless the probe names a `host`. `exec` probes cannot run in a Wasm
+//! instance: they are accepted (as Kubernetes would) and every check fails
+//! with [`EXEC_UNSUPPORTED`].
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -14,6 +24,9 @@ use shturman_api::meta::Time;
 use shturman_api::wire::DesiredPod;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+
+use crate::probe::check::{Target, Unsupported};
+use crate::probe::{self, ProbeSet, ProbeView};
 
 use super::engine::{EngineOptions, RunSpec, WasmEngine};
 use super::lifecycle::{self, Backoff, Exit};
@@ -81,6 +94,13 @@ impl WasmOptions {
     }
 }
 
+/// Why every `exec` probe of a Wasm container fails.
+pub const EXEC_UNSUPPORTED: &str = "exec probes are not supported for Wasm containers";
+
+/// Where probes of Wasm containers connect: the node's loopback (Wasm pods
+/// share the node's network).
+pub const PROBE_HOST: &str = "127.0.0.1";
+
 /// The runtime could not be created.
 #[derive(Debug, thiserror::Error)]
 #[error("starting the Wasm runtime: {0}")]
@@ -92,6 +112,21 @@ struct Record {
     status: ContainerStatus,
     /// Finished for good: it will not be restarted.
     done: bool,
+    /// The current run's probe view, while a run with probes lasts.
+    probes: Option<watch::Receiver<ProbeView>>,
+}
+
+impl Record {
+    /// The status, with `started` and `ready` from the probes while they run.
+    fn status(&self) -> ContainerStatus {
+        let mut s = self.status.clone();
+        if let Some(rx) = &self.probes {
+            let v = rx.borrow();
+            s.started = Some(v.started);
+            s.ready = v.ready;
+        }
+        s
+    }
 }
 
 type Shared = Arc<Mutex<Record>>;
@@ -235,6 +270,7 @@ impl Runtime for WasmRuntime {
                         ..ContainerStatus::default()
                     },
                     done: false,
+                    probes: None,
                 }))
             })
             .collect();
@@ -297,7 +333,7 @@ impl Runtime for WasmRuntime {
             .iter()
             .map(|r| {
                 let r = lock(r);
-                (r.status.clone(), r.done)
+                (r.status(), r.done)
             })
             .collect();
         let statuses: Vec<ContainerStatus> = views.iter().map(|(s, _)| s.clone()).collect();
@@ -426,14 +462,30 @@ async fn supervise(
         };
         setup_failures = 0;
         let output = inner.logs.open_run(&key, &uid, &c.name);
+        let sink = output.stream(super::logs::Stream::Stdout);
         let started_at = now();
+        // No probes, no task: started and ready while it runs.
+        let mut probes = probe::run::spawn(
+            ProbeSet::of(&c),
+            Target {
+                host: PROBE_HOST.into(),
+                container: c.name.clone(),
+                exec: Arc::new(Unsupported(EXEC_UNSUPPORTED)),
+            },
+            changed.clone(),
+            &key.to_string(),
+        );
         {
             let mut g = lock(&rec);
             g.status.state = Some(ContainerState::running(Some(started_at)));
             g.status.image_id = Some(format!("sha256:{}", loaded.digest));
             g.status.container_id = Some(format!("wasm://{uid}/{}", c.name));
-            g.status.ready = true;
-            g.status.started = Some(true);
+            let view = probes
+                .as_ref()
+                .map_or(ProbeView::NO_PROBES, probe::run::ProbeRun::view);
+            g.status.ready = view.ready;
+            g.status.started = Some(view.started);
+            g.probes = probes.as_ref().map(probe::run::ProbeRun::subscribe);
         }
         changed.notify_one();
         let (argv, env, preopens) = spec_parts;
@@ -448,7 +500,20 @@ async fn supervise(
         let exit = tokio::select! {
             e = inner.engine.run(&loaded.compiled, spec) => e,
             () = cancelled(cancel.clone()) => Ok(Exit::Killed),
+            r = probe::run::restart_requested(probes.as_mut()) => {
+                // Dropping the run stops the instance; keep its last partial line.
+                sink.finish();
+                Ok(Exit::Unhealthy(r.message))
+            }
         };
+        // The run is over: so is its probing (not running: neither started nor ready).
+        drop(probes);
+        {
+            let mut g = lock(&rec);
+            g.probes = None;
+            g.status.ready = false;
+            g.status.started = Some(false);
+        }
         let exit = match exit {
             Ok(exit) => exit,
             Err(message) => {
@@ -471,6 +536,7 @@ async fn supervise(
         {
             let mut g = lock(&rec);
             g.status.ready = false;
+            g.status.started = Some(false);
             g.status.state = Some(terminated.clone());
             g.done = !restart;
         }

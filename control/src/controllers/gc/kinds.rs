@@ -11,7 +11,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde_json::Value;
 use shturman_api::apps::{Deployment, ReplicaSet};
-use shturman_api::core::{ConfigMap, Event, Namespace, Node, Pod, Secret, Service};
+use shturman_api::core::{ConfigMap, Endpoints, Event, Namespace, Node, Pod, Secret, Service};
 use shturman_api::kind::Kind;
 use shturman_api::meta::{DeletionPropagation, Object, ObjectMeta};
 use tokio::sync::broadcast;
@@ -168,6 +168,7 @@ pub(super) async fn live_meta(
         Kind::Node => meta_of::<Node>(client, key).await,
         Kind::Pod => meta_of::<Pod>(client, key).await,
         Kind::Service => meta_of::<Service>(client, key).await,
+        Kind::Endpoints => meta_of::<Endpoints>(client, key).await,
         Kind::ConfigMap => meta_of::<ConfigMap>(client, key).await,
         Kind::Secret => meta_of::<Secret>(client, key).await,
         Kind::Event => meta_of::<Event>(client, key).await,
