@@ -138,12 +138,20 @@ pub struct UpArgs {
     /// The local node's name (default: this machine's hostname, made DNS-1123-safe).
     #[arg(long, value_name = "N")]
     pub node_name: Option<String>,
-    /// containerd's socket; the local node offers OCI pods when it answers.
+    /// containerd's socket (default /run/containerd/containerd.sock; `none`
+    /// turns OCI pods off); the local node offers OCI pods when it answers.
     #[arg(long, value_name = "S")]
     pub containerd_socket: Option<PathBuf>,
     /// Most pods the local node takes (its `pods` capacity; 110 by default).
     #[arg(long, value_name = "N")]
     pub max_pods: Option<u32>,
+    /// The local node's InternalIP (found from the interfaces when unset).
+    #[arg(long, value_name = "IP")]
+    pub node_ip: Option<String>,
+    /// Where the local node's Wasm pods get their own IPs, e.g. 10.42.0.0/24
+    /// (unset: they share the node's IP).
+    #[arg(long, value_name = "CIDR")]
+    pub pod_cidr: Option<String>,
     /// Extra labels for the local node, k=v,k2=v2.
     #[arg(long, value_name = "K=V,…")]
     pub labels: Option<String>,

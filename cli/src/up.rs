@@ -230,7 +230,9 @@ fn agent_config(
             "containerd-socket",
             args.containerd_socket.as_ref().map(|p| p.display().to_string()),
         )
-        .set("max-pods", args.max_pods.map(|n| n.to_string()));
+        .set("max-pods", args.max_pods.map(|n| n.to_string()))
+        .set("node-ip", args.node_ip.clone())
+        .set("pod-cidr", args.pod_cidr.clone());
     let mut cfg = agent_config::Config::parse(&Source(vec![flags]))?;
     cfg.heartbeat_interval = heartbeat_for(args.node_monitor_grace_period);
     Ok(cfg)

@@ -123,7 +123,7 @@ pub async fn run(
     for skipped in &loaded.skipped {
         tracing::warn!("journal entry skipped: {skipped}");
     }
-    let facts = Facts::new(started, cfg.max_pods);
+    let facts = Facts::new(started, cfg.max_pods, cfg.node_ip);
     let log_stores = runtimes.log_stores();
     let mut manager = PodManager::new(runtimes, Some(facts.internal_ip().to_string()));
     let journal_pods = loaded.pods.len();

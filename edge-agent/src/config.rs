@@ -5,7 +5,8 @@
 //! its value came from.
 //!
 //! Keys are the long flag names: `mqtt-url`, `token`, `node-name`, `data-dir`,
-//! `labels`, `containerd-socket`, `heartbeat-interval`, `max-pods`. The config file
+//! `labels`, `containerd-socket`, `heartbeat-interval`, `max-pods`, `node-ip`,
+//! `pod-cidr`. The config file
 //! (`--config /etc/shturman/agent.yaml`) holds the same settings in camelCase
 //! (`mqttUrl`, `nodeName`, …, `labels` as a map) and is decoded strictly: an
 //! unknown field is an error with its line and column.
@@ -45,6 +46,14 @@ pub struct Config {
     /// Most pods this node takes (kubelet's `--max-pods`), reported as its
     /// `pods` capacity.
     pub max_pods: u32,
+    /// The node's InternalIP (kubelet's `--node-ip`): reported to the
+    /// control plane, and where NodePorts listen. Found from the host's
+    /// interfaces when unset.
+    pub node_ip: Option<std::net::IpAddr>,
+    /// Where this node's Wasm pods get their own IPs (`--pod-cidr`, e.g.
+    /// `10.42.1.0/24`). Unset: Wasm pods share the node's IP, as
+    /// `hostNetwork` pods do.
+    pub pod_cidr: Option<(std::net::IpAddr, u8)>,
 }
 
 /// Where the broker listens (`mqtt://host:port`; no TLS yet).
@@ -168,21 +177,37 @@ impl Config {
             },
             None => DEFAULT_MAX_PODS,
         };
+        let node_ip = match src.get("node-ip") {
+            Some(v) => Some(v.0.trim().parse::<std::net::IpAddr>().map_err(|_| {
+                invalid(
+                    "node-ip",
+                    v,
+                    "want an IPv4 or IPv6 address, e.g. 192.168.1.20".into(),
+                )
+            })?),
+            None => None,
+        };
+        let pod_cidr = match src.get("pod-cidr") {
+            Some(v) => Some(parse_cidr(v.0.trim()).map_err(|r| invalid("pod-cidr", v, r))?),
+            None => None,
+        };
         Ok(Config {
             mqtt,
             token: src.get("token").map(|t| t.0.trim().to_string()),
             node_name: name.0.to_string(),
             data_dir: PathBuf::from(data_dir.0),
             labels,
-            // containerd's usual socket unless told otherwise; an empty value
-            // turns the OCI runtime off.
+            // containerd's usual socket unless told otherwise; `none` turns
+            // the OCI runtime off.
             containerd_socket: match src.get("containerd-socket") {
-                Some(s) if s.0.trim().is_empty() => None,
+                Some(s) if s.0.trim() == "none" => None,
                 Some(s) => Some(PathBuf::from(s.0)),
                 None => Some(PathBuf::from(DEFAULT_CONTAINERD_SOCKET)),
             },
             heartbeat_interval,
             max_pods,
+            node_ip,
+            pod_cidr,
         })
     }
 }
@@ -207,6 +232,10 @@ struct FileConfig {
     heartbeat_interval: Option<String>,
     #[serde(default)]
     max_pods: Option<u32>,
+    #[serde(default)]
+    node_ip: Option<String>,
+    #[serde(default)]
+    pod_cidr: Option<String>,
 }
 
 /// Turns a config file's text into a [`Layer`]; `source` names the file in errors.
@@ -240,8 +269,34 @@ pub fn file_layer(source: &str, text: &str) -> Result<Layer, ConfigError> {
         .set("labels", labels)
         .set("containerd-socket", file.containerd_socket)
         .set("heartbeat-interval", file.heartbeat_interval)
-        .set("max-pods", file.max_pods.map(|n| n.to_string()));
+        .set("max-pods", file.max_pods.map(|n| n.to_string()))
+        .set("node-ip", file.node_ip)
+        .set("pod-cidr", file.pod_cidr);
     Ok(layer)
+}
+
+/// `10.42.1.0/24`: a network address and prefix length, the host bits zero.
+pub fn parse_cidr(s: &str) -> Result<(std::net::IpAddr, u8), String> {
+    let hint = "write it as address/prefix, e.g. 10.42.1.0/24";
+    let (addr, len) = s.split_once('/').ok_or_else(|| hint.to_string())?;
+    let addr: std::net::IpAddr = addr
+        .parse()
+        .map_err(|_| format!("{addr:?} is not an IP address; {hint}"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let len: u8 = len
+        .parse()
+        .ok()
+        .filter(|l| *l <= max)
+        .ok_or_else(|| format!("prefix length {len:?} must be 0..={max}; {hint}"))?;
+    let bits = match addr {
+        std::net::IpAddr::V4(a) => u128::from(u32::from(a)) << 96,
+        std::net::IpAddr::V6(a) => u128::from(a),
+    };
+    let host_bits = if len == 0 { bits } else { bits << len };
+    if host_bits != 0 {
+        return Err(format!("{s} has host bits set; {hint}"));
+    }
+    Ok((addr, len))
 }
 
 /// `mqtt://host[:port]` (or `tcp://`); TLS schemes are refused for now.
@@ -368,6 +423,43 @@ mod tests {
         assert_eq!(c.heartbeat_interval, DEFAULT_HEARTBEAT);
         assert_eq!(c.token, None);
         assert!(c.labels.is_empty());
+        assert_eq!(c.max_pods, DEFAULT_MAX_PODS);
+        assert_eq!(
+            c.containerd_socket.as_deref(),
+            Some(std::path::Path::new(DEFAULT_CONTAINERD_SOCKET))
+        );
+        assert_eq!((c.node_ip, c.pod_cidr), (None, None));
+    }
+
+    #[test]
+    fn node_network_settings() {
+        let mut l = minimal();
+        for (k, v) in [
+            ("node-ip", "127.0.0.2"),
+            ("pod-cidr", "127.42.1.0/24"),
+            ("max-pods", "1100"),
+            ("containerd-socket", "none"),
+        ] {
+            l.values.insert(k.into(), v.into());
+        }
+        let c = Config::parse(&Source(vec![l])).unwrap();
+        assert_eq!(c.node_ip, Some("127.0.0.2".parse().unwrap()));
+        assert_eq!(c.pod_cidr, Some(("127.42.1.0".parse().unwrap(), 24)));
+        assert_eq!(c.max_pods, 1100);
+        assert_eq!(c.containerd_socket, None, "`none` turns OCI off");
+        for (k, v, want) in [
+            ("node-ip", "pi.local", "IPv4 or IPv6"),
+            ("pod-cidr", "10.42.1.1/24", "host bits"),
+            ("pod-cidr", "10.42.1.0", "address/prefix"),
+            ("pod-cidr", "10.42.1.0/33", "prefix length"),
+            ("max-pods", "0", "at least 1"),
+        ] {
+            let mut l = minimal();
+            l.values.insert(k.into(), v.into());
+            let e = Config::parse(&Source(vec![l])).unwrap_err().to_string();
+            assert!(e.contains(k) && e.contains(want), "{k}={v}: {e}");
+        }
+        assert_eq!(parse_cidr("fd00:42::/64").unwrap().1, 64);
     }
 
     #[test]

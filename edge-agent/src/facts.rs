@@ -77,7 +77,7 @@ pub struct Facts {
 
 impl Facts {
     /// Reads what does not change (system info, addresses) and primes CPU usage.
-    pub fn new(started: Time, max_pods: u32) -> Facts {
+    pub fn new(started: Time, max_pods: u32, node_ip: Option<std::net::IpAddr>) -> Facts {
         let kind = RefreshKind::nothing()
             .with_cpu(CpuRefreshKind::nothing().with_usage())
             .with_memory(MemoryRefreshKind::nothing().with_ram());
@@ -107,7 +107,7 @@ impl Facts {
         Facts {
             sys,
             hostname,
-            internal_ip: internal_ip(),
+            internal_ip: node_ip.map_or_else(internal_ip, |ip| ip.to_string()),
             started,
             max_pods,
             info,
@@ -305,7 +305,7 @@ mod tests {
 
     #[test]
     fn heartbeat_has_real_figures() {
-        let mut f = Facts::new(Time(chrono::Utc::now()), 110);
+        let mut f = Facts::new(Time(chrono::Utc::now()), 110, None);
         let hb = f.heartbeat(
             HeartbeatInput {
                 node: "pi-1".into(),

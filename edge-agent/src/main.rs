@@ -30,7 +30,8 @@ struct Args {
     /// Extra node labels, k=v,k2=v2.
     #[arg(long, env = "SHTURMAN_LABELS")]
     labels: Option<String>,
-    /// containerd's socket; offered as a runtime when it answers.
+    /// containerd's socket (default /run/containerd/containerd.sock; `none`
+    /// turns OCI pods off); offered as a runtime when it answers.
     #[arg(long, env = "SHTURMAN_CONTAINERD_SOCKET")]
     containerd_socket: Option<String>,
     /// Heartbeat period, e.g. 10s.
@@ -39,6 +40,12 @@ struct Args {
     /// Most pods this node takes (its `pods` capacity; kubelet's default 110).
     #[arg(long, env = "SHTURMAN_MAX_PODS")]
     max_pods: Option<String>,
+    /// The node's InternalIP (found from the interfaces when unset).
+    #[arg(long, env = "SHTURMAN_NODE_IP")]
+    node_ip: Option<String>,
+    /// Where Wasm pods get their own IPs, e.g. 10.42.1.0/24 (unset: the node's IP).
+    #[arg(long, env = "SHTURMAN_POD_CIDR")]
+    pod_cidr: Option<String>,
     /// A YAML config file with the same settings (camelCase keys); flags win.
     #[arg(long, env = "SHTURMAN_AGENT_CONFIG")]
     config: Option<PathBuf>,
@@ -101,7 +108,9 @@ fn load_config(args: &Args) -> anyhow::Result<Config> {
         .set("labels", args.labels.clone())
         .set("containerd-socket", args.containerd_socket.clone())
         .set("heartbeat-interval", args.heartbeat_interval.clone())
-        .set("max-pods", args.max_pods.clone());
+        .set("max-pods", args.max_pods.clone())
+        .set("node-ip", args.node_ip.clone())
+        .set("pod-cidr", args.pod_cidr.clone());
     let mut layers = vec![flags];
     if let Some(path) = &args.config {
         let text = std::fs::read_to_string(path)
