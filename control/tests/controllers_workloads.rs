@@ -71,25 +71,23 @@ async fn cluster() -> Env {
         4,
         stop.clone(),
     );
-    tokio::spawn(kubelet(client.clone(), pods.clone(), stop.clone()));
+    // Subscribed before the test makes any pod, so no change is missed.
+    let changes = pods.subscribe();
+    tokio::spawn(kubelet(client.clone(), pods.clone(), changes, stop.clone()));
     Env { client, pods, stop }
 }
 
 /// Binds every unbound pod to `n1`, then marks it Running and Ready.
-async fn kubelet(client: Client, pods: Informer<Pod>, stop: CancellationToken) {
-    let mut changes = pods.subscribe();
+async fn kubelet(
+    client: Client,
+    pods: Informer<Pod>,
+    mut changes: tokio::sync::broadcast::Receiver<Change<Pod>>,
+    stop: CancellationToken,
+) {
     pods.wait_synced().await;
+    // The first pass covers the pods listed before any change arrived.
+    let mut todo = pods.list();
     loop {
-        let change = tokio::select! {
-            c = changes.recv() => c,
-            () = stop.cancelled() => return,
-        };
-        let todo = match change {
-            Ok(Change::Applied(p)) => vec![p],
-            Ok(Change::Deleted(_)) => Vec::new(),
-            Ok(Change::Resynced) | Err(RecvError::Lagged(_)) => pods.list(),
-            Err(RecvError::Closed) => return,
-        };
         for p in todo {
             let (m, name) = (&p.metadata, p.metadata.name());
             if m.deletion_timestamp.is_some() {
@@ -106,6 +104,16 @@ async fn kubelet(client: Client, pods: Informer<Pod>, stop: CancellationToken) {
                 let _ = client.merge_patch::<Pod>(NS, name, &patch, true).await;
             }
         }
+        let change = tokio::select! {
+            c = changes.recv() => c,
+            () = stop.cancelled() => return,
+        };
+        todo = match change {
+            Ok(Change::Applied(p)) => vec![p],
+            Ok(Change::Deleted(_)) => Vec::new(),
+            Ok(Change::Resynced) | Err(RecvError::Lagged(_)) => pods.list(),
+            Err(RecvError::Closed) => return,
+        };
     }
 }
 
