@@ -80,7 +80,7 @@ pub(crate) struct Rs {
 }
 
 impl Rs {
-    fn new(rs: ReplicaSet, pods: &[Pod], now: DateTime<Utc>) -> Rs {
+    fn new(rs: ReplicaSet, pods: &[&Pod], now: DateTime<Utc>) -> Rs {
         let uid = rs.metadata.uid.clone().unwrap_or_default();
         let min_ready = rs.spec.min_ready_seconds.unwrap_or(0);
         let mut r = Rs {
@@ -148,8 +148,15 @@ pub(crate) struct Sync {
 /// those ReplicaSets (others are ignored). The executor should hold off
 /// re-planning until its caches show the effects of the previous pass's
 /// actions (Kubernetes' expectations), or a stale cache may repeat them.
-pub fn plan(d: &Deployment, rss: &[ReplicaSet], pods: &[Pod], now: DateTime<Utc>) -> Vec<Action> {
-    let mut s = Sync::new(d, rss, pods, now.trunc_subsecs(0));
+pub fn plan<P: std::borrow::Borrow<Pod>>(
+    d: &Deployment,
+    rss: &[ReplicaSet],
+    pods: &[P],
+    now: DateTime<Utc>,
+) -> Vec<Action> {
+    // Borrowed, never copied: the executor hands in its cache's shared pods.
+    let pods: Vec<&Pod> = pods.iter().map(std::borrow::Borrow::borrow).collect();
+    let mut s = Sync::new(d, rss, &pods, now.trunc_subsecs(0));
     if s.d.spec.selector.is_empty() {
         s.actions.push(Action::Event(EventRecord::warning(
             "SelectingAll",
@@ -166,7 +173,7 @@ pub fn plan(d: &Deployment, rss: &[ReplicaSet], pods: &[Pod], now: DateTime<Utc>
 }
 
 impl Sync {
-    fn new(d: &Deployment, rss: &[ReplicaSet], pods: &[Pod], now: DateTime<Utc>) -> Sync {
+    fn new(d: &Deployment, rss: &[ReplicaSet], pods: &[&Pod], now: DateTime<Utc>) -> Sync {
         let mut dd = d.clone();
         let template = dd.spec.template.clone();
         dd.spec.apply_defaults();

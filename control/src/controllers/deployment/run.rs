@@ -212,14 +212,14 @@ impl Inner {
             .filter(|rs| rs.metadata.controller_ref().is_none_or(|r| r.uid == uid))
             .map(|rs| (**rs).clone())
             .collect();
-        let mut pods: Vec<Pod> = Vec::new();
+        let mut pods: Vec<Arc<Pod>> = Vec::new();
         for rs in &rss {
             if let Some(rs_uid) = rs.metadata.uid.as_deref().filter(|u| !u.is_empty()) {
                 let owned = self
                     .index
                     .owned(&self.informers.pods, &key.namespace, rs_uid, INDEX_CATCH_UP)
                     .await;
-                pods.extend(owned.iter().map(|p| (**p).clone()));
+                pods.extend(owned);
             }
         }
         let actions = plan(&d, &rss, &pods, self.clock.now());

@@ -1,5 +1,7 @@
 //! Unit tests of the Deployment planner: one rule each.
 
+const NO_PODS: &[Pod] = &[];
+
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -191,7 +193,7 @@ fn fenceposts_round_surge_up_and_unavailable_down() {
 #[test]
 fn first_sync_creates_the_hashed_replica_set_and_revision_1() {
     let d = deploy(4, "v1");
-    let actions = plan(&d, &[], &[], t(0));
+    let actions = plan(&d, &[], NO_PODS, t(0));
     let rs = created(&actions).cloned().unwrap_or_default();
     let hash = template_hash(&d.spec.template);
     assert_eq!(rs.metadata.name(), format!("web-{hash}"));
@@ -231,7 +233,9 @@ fn change_cause_is_copied_to_the_new_replica_set() {
         .annotations
         .insert(CHANGE_CAUSE.into(), "kubectl set image".into());
     d.metadata.annotations.insert(REVISION.into(), "9".into());
-    let rs = created(&plan(&d, &[], &[], t(0))).cloned().unwrap_or_default();
+    let rs = created(&plan(&d, &[], NO_PODS, t(0)))
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(
         rs.metadata.annotations.get(CHANGE_CAUSE).map(String::as_str),
         Some("kubectl set image")
@@ -336,7 +340,7 @@ fn scaling_down_during_a_rollout_shrinks_older_first_on_ties() {
     let old = rs_for(&d, "v1", 6, 1, 0);
     let new = rs_for(&d, "v2", 6, 2, 10);
     d.spec.replicas = Some(0);
-    let actions = plan(&d, &[old.clone(), new.clone()], &[], t(100));
+    let actions = plan(&d, &[old.clone(), new.clone()], NO_PODS, t(100));
     let mut got = scales(&actions);
     got.sort();
     let mut want = vec![
@@ -384,7 +388,7 @@ fn recreate_scales_old_down_then_waits_for_old_pods_then_creates_new() {
     let actions = plan(&d, std::slice::from_ref(&old0), &[terminating], t(1));
     assert!(created(&actions).is_none(), "old pods still running");
 
-    let actions = plan(&d, &[old0], &[], t(2));
+    let actions = plan(&d, &[old0], NO_PODS, t(2));
     assert_eq!(created(&actions).and_then(|r| r.spec.replicas), Some(3));
 }
 
@@ -489,7 +493,7 @@ fn min_ready_seconds_is_synced_to_the_new_replica_set() {
     let mut d = deploy(1, "v1");
     d.spec.min_ready_seconds = Some(15);
     let rs = rs_for(&d, "v1", 1, 1, 0);
-    let actions = plan(&d, &[rs], &[], t(0));
+    let actions = plan(&d, &[rs], NO_PODS, t(0));
     assert!(actions.iter().any(|a| matches!(
         a,
         Action::ScaleReplicaSet {
@@ -504,14 +508,14 @@ fn hash_collision_bumps_the_collision_count() {
     let d = deploy(1, "v2");
     let mut squatter = rs_for(&d, "v1", 0, 1, 0);
     squatter.metadata.name = Some(format!("web-{}", template_hash(&d.spec.template)));
-    let actions = plan(&d, &[squatter], &[], t(0));
+    let actions = plan(&d, &[squatter], NO_PODS, t(0));
     assert!(created(&actions).is_none());
     assert_eq!(status(&actions).and_then(|s| s.collision_count), Some(1));
     let mut d2 = d.clone();
     d2.status = status(&actions).cloned();
     let mut squatter = rs_for(&d, "v1", 0, 1, 0);
     squatter.metadata.name = Some(format!("web-{}", template_hash(&d.spec.template)));
-    let rs = created(&plan(&d2, &[squatter], &[], t(1)))
+    let rs = created(&plan(&d2, &[squatter], NO_PODS, t(1)))
         .cloned()
         .unwrap_or_default();
     assert_eq!(
@@ -585,7 +589,7 @@ fn stuck_rollout_times_out_after_the_deadline() {
 fn empty_selector_is_refused() {
     let mut d = deploy(1, "v1");
     d.spec.selector.match_labels.clear();
-    let actions = plan(&d, &[], &[], t(0));
+    let actions = plan(&d, &[], NO_PODS, t(0));
     assert!(created(&actions).is_none());
     assert!(events(&actions).iter().any(|m| m.contains("selecting all pods")));
 }
@@ -614,9 +618,9 @@ fn odd_inputs_do_not_panic() {
     old.metadata.annotations.insert(MAX_REPLICAS.into(), "-7".into());
     let mut neg = rs_for(&d, "v0", -5, i64::MAX, 0);
     neg.metadata.creation_timestamp = None;
-    let _ = plan(&d, &[old.clone(), neg.clone()], &[], t(0));
+    let _ = plan(&d, &[old.clone(), neg.clone()], NO_PODS, t(0));
     d.spec.replicas = Some(-1);
-    let _ = plan(&d, &[old, neg], &[], t(0));
+    let _ = plan(&d, &[old, neg], NO_PODS, t(0));
     let _ = plan(
         &Deployment::default(),
         &[ReplicaSet::default()],

@@ -92,7 +92,14 @@ pub fn controller_ref(rs: &ReplicaSet) -> Option<OwnerReference> {
 
 /// Plans one reconcile pass of `rs`. `pods` are the pods in its namespace it
 /// owns or could adopt (others are ignored); `names` supplies pod name suffixes.
-pub fn plan(rs: &ReplicaSet, pods: &[Pod], now: DateTime<Utc>, names: &mut dyn NameSuffix) -> Vec<Action> {
+pub fn plan<P: std::borrow::Borrow<Pod>>(
+    rs: &ReplicaSet,
+    pods: &[P],
+    now: DateTime<Utc>,
+    names: &mut dyn NameSuffix,
+) -> Vec<Action> {
+    // Borrowed, never copied: the executor hands in its cache's shared pods.
+    let pods: Vec<&Pod> = pods.iter().map(std::borrow::Borrow::borrow).collect();
     let mut actions = Vec::new();
     let uid = rs.metadata.uid.as_deref().unwrap_or("");
     let deleting = rs.metadata.deletion_timestamp.is_some();

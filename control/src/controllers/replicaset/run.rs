@@ -238,7 +238,7 @@ impl Inner {
     }
 
     /// The pods `rs` controls and the orphans of its namespace, from the cache.
-    async fn claimable_pods(&self, rs: &ReplicaSet) -> Vec<Pod> {
+    async fn claimable_pods(&self, rs: &ReplicaSet) -> Vec<Arc<Pod>> {
         let ns = rs.metadata.namespace();
         let uid = rs.metadata.uid.as_deref().unwrap_or("");
         if uid.is_empty() {
@@ -246,7 +246,7 @@ impl Inner {
         }
         let mut pods = self.index.owned(&self.pods, ns, uid, INDEX_CATCH_UP).await;
         pods.extend(self.index.owned(&self.pods, ns, "", INDEX_CATCH_UP).await);
-        pods.into_iter().map(|p| (*p).clone()).collect()
+        pods
     }
 }
 

@@ -176,7 +176,7 @@ fn generated_names_avoid_existing_pods_and_long_prefixes_are_cut() {
     assert_eq!(got, ["web-abc-s0002", "web-abc-s0003"]);
 
     r.metadata.name = Some("a".repeat(80));
-    let actions = plan(&r, &[], t(0), &mut names());
+    let actions = plan(&r, &[] as &[Pod], t(0), &mut names());
     let p = created(&actions)[0];
     assert_eq!(p.metadata.generate_name.as_deref().map(str::len), Some(58));
     assert_eq!(p.metadata.name().len(), 63);
