@@ -4,6 +4,8 @@
 # the Rust targets with rustup when they are missing. Output:
 #   wasm-examples/<name>/target/wasm32-wasip2/release/<name>.wasm
 #   wasm-examples/<name>/target/wasm32-wasip1/release/<name>.wasm
+# and the wasi:http component (wasm32-wasip2 only: a library, so `-` → `_`):
+#   wasm-examples/http-hello/target/wasm32-wasip2/release/http_hello.wasm
 set -euo pipefail
 cd "$(dirname "$0")/../wasm-examples"
 
@@ -19,8 +21,12 @@ for crate in hello ticker; do
     cargo build --quiet --release --manifest-path "$crate/Cargo.toml" --target "$t"
   done
 done
+# wasi:http/proxy components exist in WASI preview 2 only.
+echo "== http-hello (wasm32-wasip2)"
+cargo build --quiet --release --manifest-path http-hello/Cargo.toml --target wasm32-wasip2
 for crate in hello ticker; do
   for t in "${targets[@]}"; do
     ls -l "$crate/target/$t/release/$crate.wasm"
   done
 done
+ls -l http-hello/target/wasm32-wasip2/release/http_hello.wasm

@@ -19,6 +19,7 @@
 //! | `nodes/{node}/logs/request` | cp → agent | no (QoS 1) | [`LogRequest`] |
 //! | `nodes/{node}/logs/cancel/{id}` | cp → agent | no (QoS 1) | empty (the id is in the topic) |
 //! | `nodes/{node}/logs/reply/{id}` | agent → cp | no (QoS 1) | [`Signed`] [`LogChunk`] |
+//! | `nodes/{node}/proxy-stats` | agent → cp | no (QoS 1) | [`Signed`] [`ProxyStats`] |
 //! | `serviceset` | cp → every agent | yes (QoS 1) | [`ServiceSet`]: every Service's key |
 //! | `services/{ns}/{name}` | cp → every agent | yes (QoS 1) | [`ServiceRoute`]; empty deletes |
 //!
@@ -333,6 +334,53 @@ pub fn services_filters() -> [String; 2] {
     [format!("{PREFIX}/serviceset"), format!("{PREFIX}/services/+/+")]
 }
 
+/// What an agent's Service proxy counted, sent on `nodes/{node}/proxy-stats`
+/// every heartbeat period while it serves any Service port (and once more,
+/// empty, after its last one went). Counters run from the agent's start
+/// (`stamp.epoch`): a new epoch starts them again from zero, which
+/// Prometheus reads as a counter reset.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyStats {
+    pub node: String,
+    pub stamp: Stamp,
+    /// One entry per Service port the proxy serves, sorted by namespace,
+    /// name and port.
+    #[serde(default)]
+    pub ports: Vec<ProxyPortStats>,
+}
+
+/// The counters of one Service port in a [`ProxyStats`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyPortStats {
+    pub namespace: String,
+    /// The Service's name.
+    pub name: String,
+    /// The Service port's number ([`RoutePort::port`]).
+    pub port: i32,
+    /// Connections accepted (on the cluster IP or a node port).
+    #[serde(default)]
+    pub accepted: u64,
+    /// Connections open right now.
+    #[serde(default)]
+    pub active: u64,
+    /// Connections closed because no backend could be reached.
+    #[serde(default)]
+    pub failed: u64,
+    /// Bytes from clients to backends.
+    #[serde(default)]
+    pub bytes_in: u64,
+    /// Bytes from backends to clients.
+    #[serde(default)]
+    pub bytes_out: u64,
+}
+
+/// Filter for every node's proxy counters (the control plane).
+pub fn proxy_stats_filter() -> String {
+    format!("{PREFIX}/nodes/+/proxy-stats")
+}
+
 /// An agent's report of one pod's state.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -545,6 +593,9 @@ pub enum Topic {
         node: String,
         id: String,
     },
+    ProxyStats {
+        node: String,
+    },
 }
 
 impl Topic {
@@ -573,6 +624,7 @@ impl Topic {
             Topic::LogRequest { node } => format!("{PREFIX}/nodes/{node}/logs/request"),
             Topic::LogCancel { node, id } => format!("{PREFIX}/nodes/{node}/logs/cancel/{id}"),
             Topic::LogReply { node, id } => format!("{PREFIX}/nodes/{node}/logs/reply/{id}"),
+            Topic::ProxyStats { node } => format!("{PREFIX}/nodes/{node}/proxy-stats"),
         }
     }
 
@@ -598,6 +650,7 @@ impl Topic {
                 name: s(name),
             }),
             ["nodes", node, "logs", "request"] => Some(Topic::LogRequest { node: s(node) }),
+            ["nodes", node, "proxy-stats"] => Some(Topic::ProxyStats { node: s(node) }),
             ["nodes", node, "logs", "cancel", id] if valid_segment(id) => Some(Topic::LogCancel {
                 node: s(node),
                 id: s(id),
@@ -623,7 +676,8 @@ impl Topic {
             | Topic::PodStatus { node, .. }
             | Topic::LogRequest { node }
             | Topic::LogCancel { node, .. }
-            | Topic::LogReply { node, .. } => Some(node),
+            | Topic::LogReply { node, .. }
+            | Topic::ProxyStats { node } => Some(node),
         }
     }
 }
@@ -696,6 +750,7 @@ mod tests {
                 node: "pi-1".into(),
                 id: "r1".into(),
             },
+            Topic::ProxyStats { node: "pi-1".into() },
         ];
         for t in all {
             assert_eq!(Topic::parse(&t.name()), Some(t.clone()), "{}", t.name());
@@ -864,6 +919,34 @@ mod tests {
         };
         assert!(set.contains("default", "web", "u1") && !set.contains("default", "web", "u2"));
         assert!(set.covers(route.revision) && !set.covers(8));
+    }
+
+    #[test]
+    fn proxy_stats_are_camel_case_and_lenient() {
+        let stats = ProxyStats {
+            node: "pi-1".into(),
+            stamp: Stamp { epoch: 2, seq: 5 },
+            ports: vec![ProxyPortStats {
+                namespace: "default".into(),
+                name: "web".into(),
+                port: 80,
+                accepted: 3,
+                active: 1,
+                failed: 0,
+                bytes_in: 100,
+                bytes_out: 2000,
+            }],
+        };
+        let v = serde_json::to_value(&stats).unwrap();
+        assert_eq!(v["ports"][0]["bytesOut"], 2000);
+        assert_eq!(serde_json::from_value::<ProxyStats>(v).unwrap(), stats);
+        let p: ProxyPortStats = serde_json::from_str(r#"{"namespace":"a","name":"b","port":1}"#).unwrap();
+        assert_eq!((p.accepted, p.bytes_in), (0, 0));
+        assert_eq!(
+            Topic::parse("shturman/v1/nodes/pi-1/proxy-stats"),
+            Some(Topic::ProxyStats { node: "pi-1".into() })
+        );
+        assert_eq!(proxy_stats_filter(), "shturman/v1/nodes/+/proxy-stats");
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod containerd_anchor;
 mod fleet;
 mod footprint;
 mod heartbeats;
+mod oci_start;
 mod podwatch;
 mod procfs;
 mod report;
@@ -34,6 +35,7 @@ struct Args {
     #[arg(long, default_values_t = vec!["all".to_string()],
           value_parser = clap::builder::PossibleValuesParser::new([
               "all", "api-create", "scheduler", "heartbeats", "wasm-start", "footprint", "tickers",
+              "oci-start",
           ]))]
     scenario: Vec<String>,
     /// Warm Wasm pod starts measured by `wasm-start` (after one cold start).
@@ -114,6 +116,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wants("wasm-start") {
         wasm_start::run(&mut report, args.wasm_pods, args.ctr_runs).await?;
+    }
+    if wants("oci-start") {
+        oci_start::run(&mut report).await?;
     }
     if wants("footprint") {
         footprint::run(

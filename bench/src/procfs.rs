@@ -179,16 +179,28 @@ pub struct LinearMemories {
     pub rss_kib: u64,
 }
 
-/// Any inaccessible reservation at least this large is the tail of a Wasm
-/// linear memory: nothing else in the agent reserves a gigabyte.
+/// wasmtime's defaults on 64-bit hosts (`Tunables::default_host`): each
+/// 32-bit linear memory reserves 4 GiB, with 32 MiB guards.
+const MEMORY_RESERVATION: u64 = 4 << 30;
+const MEMORY_GUARD: u64 = 32 << 20;
+/// The inaccessible tail of a linear memory is at least this large (its
+/// 4 GiB reservation less what is accessible, and no Wasm memory here grows
+/// anywhere near 3 GiB).
 pub const LINEAR_MEMORY_TAIL_MIN: u64 = 1 << 30;
+/// And at most this large: the reservation plus the guard after it, plus the
+/// guard before the next memory when the kernel merged the two (adjacent
+/// `PROT_NONE` anonymous mappings are one VMA). The pooling allocator's
+/// single reservation for all its slots (the HTTP engine's pool, hundreds
+/// of GiB) is far larger and is not a linear memory of an on-demand instance.
+pub const LINEAR_MEMORY_TAIL_MAX: u64 = MEMORY_RESERVATION + 2 * MEMORY_GUARD;
 
 /// Finds the Wasm linear memories among `maps` (sorted by address, as the
 /// kernel lists them) and sums their resident memory.
 ///
-/// How they are recognised. The agent's engine (`edge-agent/src/wasm/
-/// engine.rs`) uses wasmtime's on-demand allocator with its default
-/// tunables on 64-bit hosts: every 32-bit linear memory is one `mmap` of
+/// How they are recognised. The agent's engine for ordinary Wasm pods
+/// (`edge-agent/src/wasm/engine.rs`) uses wasmtime's on-demand allocator
+/// with its default tunables on 64-bit hosts: every 32-bit linear memory is
+/// one `mmap` of
 /// `memory_guard_size` (32 MiB, as `guard_before_linear_memory` is on) +
 /// `memory_reservation` (4 GiB) + `memory_guard_size` (32 MiB), all
 /// `PROT_NONE`, of which wasmtime then makes the memory's current size
@@ -196,15 +208,17 @@ pub const LINEAR_MEMORY_TAIL_MIN: u64 = 1 << 30;
 /// initial data over its start from a `memfd:wasm-memory-image`). In smaps
 /// one linear memory is therefore: a `---p` guard, one or more adjacent
 /// accessible mappings (anonymous or the memfd image), then a `---p` tail
-/// of about 4 GiB. The scan finds every `---p` mapping of at least
-/// [`LINEAR_MEMORY_TAIL_MIN`] and walks back over the adjacent accessible
-/// mappings to the guard before them; those mappings are the linear memory.
-/// (With the pooling allocator the layout differs; the bench never turns it
-/// on.)
+/// of about 4 GiB. The scan finds every `---p` mapping between
+/// [`LINEAR_MEMORY_TAIL_MIN`] and [`LINEAR_MEMORY_TAIL_MAX`] and walks back
+/// over the adjacent accessible mappings to the guard before them; those
+/// mappings are the linear memory. (Memories in a pooling allocator's
+/// reservation are not counted: the scenarios run no pods that use one.)
 pub fn linear_memories(maps: &[Mapping]) -> LinearMemories {
     let mut out = LinearMemories::default();
     for (i, tail) in maps.iter().enumerate() {
-        if !tail.perms.starts_with("---") || tail.size() < LINEAR_MEMORY_TAIL_MIN {
+        if !tail.perms.starts_with("---")
+            || !(LINEAR_MEMORY_TAIL_MIN..=LINEAR_MEMORY_TAIL_MAX).contains(&tail.size())
+        {
             continue;
         }
         let mut rss = tail.rss_kib;
@@ -256,6 +270,29 @@ Rss:                 132 kB
         assert_eq!(maps.len(), 5);
         assert_eq!(maps[1].name, "/memfd:wasm-memory-image (deleted)");
         assert_eq!(maps[4].rss_kib, 132);
+        assert_eq!(
+            linear_memories(&maps),
+            LinearMemories {
+                count: 1,
+                rss_kib: 76
+            }
+        );
+    }
+
+    #[test]
+    fn a_pooling_reservation_is_not_one() {
+        // What the agent's HTTP engine reserves up front (516 GiB).
+        let pool = "\
+7ed288bff000-7ed288dff000 rw-p 00000000 00:00 0 
+Rss:                   0 kB
+7ed288dff000-7ed288e00000 ---p 00000000 00:00 0 
+Rss:                   0 kB
+7ed288e00000-7ed28e000000 rw-p 00000000 00:00 0 
+Rss:                   4 kB
+7ed28e000000-7f5390000000 ---p 00000000 00:00 0 
+Rss:                   0 kB
+";
+        let maps = parse_smaps(&format!("{SMAPS}{pool}"));
         assert_eq!(
             linear_memories(&maps),
             LinearMemories {

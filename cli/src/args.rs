@@ -142,6 +142,10 @@ pub struct UpArgs {
     /// turns OCI pods off); the local node offers OCI pods when it answers.
     #[arg(long, value_name = "S")]
     pub containerd_socket: Option<PathBuf>,
+    /// Registries the local node pulls Wasm artifacts from over plain
+    /// http, host:port,… (loopback ones always are; the rest use https).
+    #[arg(long, value_name = "HOST:PORT,…")]
+    pub insecure_registries: Option<String>,
     /// Most pods the local node takes (its `pods` capacity; 110 by default).
     #[arg(long, value_name = "N")]
     pub max_pods: Option<u32>,
@@ -166,7 +170,9 @@ pub struct UpArgs {
     /// are evicted, unless their own tolerations say otherwise.
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     pub default_toleration_seconds: u32,
-    /// The IPv4 range Services' cluster IPs come from (a /12 to a /30).
+    /// The IPv4 range Services' cluster IPs come from (a /12 to a /30);
+    /// the local agent's Wasm pods that opt in to outbound requests may
+    /// reach these addresses only.
     #[arg(long, default_value = "10.43.0.0/16", value_name = "CIDR")]
     pub service_cidr: ServiceCidr,
     /// The ports NodePort Services' node ports come from.

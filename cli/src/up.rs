@@ -231,8 +231,13 @@ fn agent_config(
             args.containerd_socket.as_ref().map(|p| p.display().to_string()),
         )
         .set("max-pods", args.max_pods.map(|n| n.to_string()))
+        .set("insecure-registries", args.insecure_registries.clone())
         .set("node-ip", args.node_ip.clone())
-        .set("pod-cidr", args.pod_cidr.clone());
+        .set("pod-cidr", args.pod_cidr.clone())
+        // The control plane's Service range is the local agent's too (the
+        // outbound allow-list of Wasm pods annotated
+        // `shturman.io/allow-outbound: services`).
+        .set("service-cidr", Some(args.service_cidr.to_string()));
     let mut cfg = agent_config::Config::parse(&Source(vec![flags]))?;
     cfg.heartbeat_interval = heartbeat_for(args.node_monitor_grace_period);
     Ok(cfg)
@@ -578,5 +583,25 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("--node-name"), "{e}");
+    }
+
+    #[test]
+    fn the_local_agent_shares_the_service_cidr() {
+        use clap::Parser;
+        let parse = |extra: &[&str]| {
+            let cli =
+                crate::args::Cli::try_parse_from(["shturman", "up"].iter().chain(extra)).expect("parses");
+            let crate::args::Command::Up(args) = cli.command else {
+                panic!("not up");
+            };
+            agent_config(&args, "n1", "mqtt://127.0.0.1:1883", None)
+                .unwrap()
+                .service_cidr
+        };
+        assert_eq!(parse(&[]), ("10.43.0.0".parse().unwrap(), 16));
+        assert_eq!(
+            parse(&["--service-cidr", "127.43.0.0/16"]),
+            ("127.43.0.0".parse().unwrap(), 16)
+        );
     }
 }

@@ -2,6 +2,10 @@
 //! pods, then serve the link — join, heartbeats, desired pods and the node's
 //! pod set in, pod reports out — until the shutdown future resolves.
 //!
+//! Service routes (`services/…`, `serviceset`) go to the proxy
+//! ([`crate::proxy`]), whose counters are published on
+//! `nodes/{node}/proxy-stats` every heartbeat period.
+//!
 //! The pod set (`nodes/{node}/podset`) prunes the journal: a pod deleted
 //! while the node was away is dropped even when its withdrawal was lost
 //! (a restarted broker, a dropped session).
@@ -16,7 +20,9 @@ use std::time::Duration;
 
 use rumqttc::ConnectReturnCode;
 use shturman_api::meta::Time;
-use shturman_api::wire::{DesiredPod, JoinRequest, JoinResult, PodReport, PodSet, Stamp, Topic};
+use shturman_api::wire::{
+    DesiredPod, JoinRequest, JoinResult, PodReport, PodSet, ProxyStats, ServiceTopic, Stamp, Topic,
+};
 
 use crate::config::Config;
 use crate::facts::{self, Facts, HeartbeatInput};
@@ -26,6 +32,7 @@ use crate::link::{Link, LinkEvent, online_topic};
 use crate::logs_service::LogService;
 use crate::manager::PodManager;
 use crate::plan::{self, PodKey};
+use crate::proxy::{Proxy, ProxyConfig};
 use crate::runtime::{PodClass, Runtimes};
 use crate::sign;
 use crate::state::{AgentState, OfflineLog, PodState};
@@ -103,6 +110,11 @@ struct Agent {
     logs: LogService,
     /// The state file is behind (written at the next status poll).
     state_dirty: bool,
+    /// The Service proxy, fed from the Service topics.
+    proxy: Proxy,
+    /// The last proxy counters sent listed some port (so an empty list is
+    /// sent once when the last one goes).
+    proxy_stats_sent: bool,
 }
 
 /// Runs the agent until `shutdown` resolves or a fatal error.
@@ -153,6 +165,7 @@ pub async fn run(
         sign::mac_key(&identity.node_secret),
         log_stores,
     );
+    let cfg_node_ip = cfg.node_ip;
     let mut agent = Agent {
         logs,
         key: sign::mac_key(&identity.node_secret),
@@ -171,6 +184,12 @@ pub async fn run(
         closed_at_connect: 0,
         podset_revision: 0,
         state_dirty: false,
+        proxy: Proxy::start(ProxyConfig {
+            node_ip: cfg_node_ip,
+            manage_interface: true,
+            ..ProxyConfig::default()
+        }),
+        proxy_stats_sent: false,
     };
     agent.reconcile().await;
     agent.write_state().await;
@@ -201,6 +220,7 @@ pub async fn run(
                     agent.manager.refresh().await;
                     agent.send_heartbeat(&link).await;
                     agent.flush_reports(&link);
+                    agent.send_proxy_stats(&link);
                 }
             }
             () = changed.notified() => {
@@ -227,6 +247,7 @@ pub async fn run(
     };
     tracing::info!("shutting down: publishing online=false and disconnecting");
     agent.logs.shutdown().await;
+    agent.proxy.shutdown();
     link.close(agent.connected, sign::online_payload(&agent.key, false))
         .await;
     agent.connected = false;
@@ -282,6 +303,11 @@ impl Agent {
                     self.write_state().await;
                 } else {
                     tracing::debug!(%reason, "still no link");
+                }
+            }
+            LinkEvent::Message { topic, payload, .. } if ServiceTopic::parse(&topic).is_some() => {
+                if let Some(t) = ServiceTopic::parse(&topic) {
+                    self.proxy.on_message(&t, &payload);
                 }
             }
             LinkEvent::Message {
@@ -530,6 +556,32 @@ impl Agent {
         if let Err(e) = sent {
             tracing::warn!(error = %e, "heartbeat not sent");
             self.offline.restore(hb.offline_log);
+        }
+    }
+
+    /// Publishes the proxy's counters (signed, not retained) while it serves
+    /// any Service port, and once more when it stopped serving the last.
+    fn send_proxy_stats(&mut self, link: &Link) {
+        let ports = self.proxy.stats();
+        if ports.is_empty() && !self.proxy_stats_sent {
+            return;
+        }
+        let stats = ProxyStats {
+            node: self.cfg.node_name.clone(),
+            stamp: self.stamp(),
+            ports,
+        };
+        let topic = Topic::ProxyStats {
+            node: self.cfg.node_name.clone(),
+        }
+        .name();
+        let sent = sign::seal(&self.key, &stats)
+            .map_err(|e| e.to_string())
+            .and_then(|s| serde_json::to_vec(&s).map_err(|e| e.to_string()))
+            .and_then(|p| link.publish(topic, false, p).map_err(|e| e.to_string()));
+        match sent {
+            Ok(()) => self.proxy_stats_sent = !stats.ports.is_empty(),
+            Err(e) => tracing::debug!(error = %e, "proxy counters not sent"),
         }
     }
 

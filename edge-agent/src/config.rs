@@ -5,8 +5,8 @@
 //! its value came from.
 //!
 //! Keys are the long flag names: `mqtt-url`, `token`, `node-name`, `data-dir`,
-//! `labels`, `containerd-socket`, `heartbeat-interval`, `max-pods`, `node-ip`,
-//! `pod-cidr`. The config file
+//! `labels`, `containerd-socket`, `insecure-registries`, `heartbeat-interval`, `max-pods`, `node-ip`,
+//! `pod-cidr`, `service-cidr`. The config file
 //! (`--config /etc/shturman/agent.yaml`) holds the same settings in camelCase
 //! (`mqttUrl`, `nodeName`, …, `labels` as a map) and is decoded strictly: an
 //! unknown field is an error with its line and column.
@@ -42,6 +42,10 @@ pub struct Config {
     /// Extra node labels (`--labels k=v,…`).
     pub labels: BTreeMap<String, String>,
     pub containerd_socket: Option<PathBuf>,
+    /// Registries whose Wasm artifacts are pulled over plain http
+    /// (`--insecure-registries host:port,…`; an entry without a port
+    /// matches every port). Loopback registries always are; the rest use https.
+    pub insecure_registries: Vec<String>,
     pub heartbeat_interval: Duration,
     /// Most pods this node takes (kubelet's `--max-pods`), reported as its
     /// `pods` capacity.
@@ -54,6 +58,10 @@ pub struct Config {
     /// `10.42.1.0/24`). Unset: Wasm pods share the node's IP, as
     /// `hostNetwork` pods do.
     pub pod_cidr: Option<(std::net::IpAddr, u8)>,
+    /// Services' ClusterIP range (`--service-cidr`, the control plane's
+    /// setting; default `10.43.0.0/16`): the only addresses a Wasm pod that
+    /// opted in with `shturman.io/allow-outbound: services` may reach.
+    pub service_cidr: (std::net::IpAddr, u8),
 }
 
 /// Where the broker listens (`mqtt://host:port`; no TLS yet).
@@ -191,12 +199,21 @@ impl Config {
             Some(v) => Some(parse_cidr(v.0.trim()).map_err(|r| invalid("pod-cidr", v, r))?),
             None => None,
         };
+        let service_cidr = match src.get("service-cidr") {
+            Some(v) => parse_cidr(v.0.trim()).map_err(|r| invalid("service-cidr", v, r))?,
+            None => crate::podip::DEFAULT_SERVICE_CIDR,
+        };
+        let insecure_registries = match src.get("insecure-registries") {
+            Some(v) => parse_registries(v.0).map_err(|r| invalid("insecure-registries", v, r))?,
+            None => Vec::new(),
+        };
         Ok(Config {
             mqtt,
             token: src.get("token").map(|t| t.0.trim().to_string()),
             node_name: name.0.to_string(),
             data_dir: PathBuf::from(data_dir.0),
             labels,
+            insecure_registries,
             // containerd's usual socket unless told otherwise; `none` turns
             // the OCI runtime off.
             containerd_socket: match src.get("containerd-socket") {
@@ -208,6 +225,7 @@ impl Config {
             max_pods,
             node_ip,
             pod_cidr,
+            service_cidr,
         })
     }
 }
@@ -229,6 +247,8 @@ struct FileConfig {
     #[serde(default)]
     containerd_socket: Option<String>,
     #[serde(default)]
+    insecure_registries: Vec<String>,
+    #[serde(default)]
     heartbeat_interval: Option<String>,
     #[serde(default)]
     max_pods: Option<u32>,
@@ -236,6 +256,8 @@ struct FileConfig {
     node_ip: Option<String>,
     #[serde(default)]
     pod_cidr: Option<String>,
+    #[serde(default)]
+    service_cidr: Option<String>,
 }
 
 /// Turns a config file's text into a [`Layer`]; `source` names the file in errors.
@@ -268,11 +290,46 @@ pub fn file_layer(source: &str, text: &str) -> Result<Layer, ConfigError> {
         .set("data-dir", file.data_dir)
         .set("labels", labels)
         .set("containerd-socket", file.containerd_socket)
+        .set(
+            "insecure-registries",
+            (!file.insecure_registries.is_empty()).then(|| file.insecure_registries.join(",")),
+        )
         .set("heartbeat-interval", file.heartbeat_interval)
         .set("max-pods", file.max_pods.map(|n| n.to_string()))
         .set("node-ip", file.node_ip)
-        .set("pod-cidr", file.pod_cidr);
+        .set("pod-cidr", file.pod_cidr)
+        .set("service-cidr", file.service_cidr);
     Ok(layer)
+}
+
+/// `registry.local:5000,10.0.0.5`: registries as `host[:port]` (no scheme,
+/// no path), lowercased.
+pub fn parse_registries(s: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (host, port) = match item.strip_prefix('[') {
+            Some(v6) => match v6.split_once(']') {
+                Some((h, rest)) if h.parse::<std::net::Ipv6Addr>().is_ok() => (h, rest.strip_prefix(':')),
+                _ => return Err(format!("{item:?} is not a registry: write host or host:port")),
+            },
+            None => match item.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (item, None),
+            },
+        };
+        let host_ok = !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'));
+        let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|n| n > 0));
+        if item.contains("://") || item.contains('/') || !host_ok || !port_ok {
+            return Err(format!(
+                "{item:?} is not a registry: write host or host:port, without a scheme or path (e.g. registry.local:5000)"
+            ));
+        }
+        out.push(item.to_ascii_lowercase());
+    }
+    Ok(out)
 }
 
 /// `10.42.1.0/24`: a network address and prefix length, the host bits zero.
@@ -292,7 +349,7 @@ pub fn parse_cidr(s: &str) -> Result<(std::net::IpAddr, u8), String> {
         std::net::IpAddr::V4(a) => u128::from(u32::from(a)) << 96,
         std::net::IpAddr::V6(a) => u128::from(a),
     };
-    let host_bits = if len == 0 { bits } else { bits << len };
+    let host_bits = bits.checked_shl(u32::from(len)).unwrap_or(0);
     if host_bits != 0 {
         return Err(format!("{s} has host bits set; {hint}"));
     }
@@ -429,6 +486,7 @@ mod tests {
             Some(std::path::Path::new(DEFAULT_CONTAINERD_SOCKET))
         );
         assert_eq!((c.node_ip, c.pod_cidr), (None, None));
+        assert_eq!(c.service_cidr, ("10.43.0.0".parse().unwrap(), 16));
     }
 
     #[test]
@@ -437,6 +495,7 @@ mod tests {
         for (k, v) in [
             ("node-ip", "127.0.0.2"),
             ("pod-cidr", "127.42.1.0/24"),
+            ("service-cidr", "127.43.0.0/16"),
             ("max-pods", "1100"),
             ("containerd-socket", "none"),
         ] {
@@ -445,6 +504,7 @@ mod tests {
         let c = Config::parse(&Source(vec![l])).unwrap();
         assert_eq!(c.node_ip, Some("127.0.0.2".parse().unwrap()));
         assert_eq!(c.pod_cidr, Some(("127.42.1.0".parse().unwrap(), 24)));
+        assert_eq!(c.service_cidr, ("127.43.0.0".parse().unwrap(), 16));
         assert_eq!(c.max_pods, 1100);
         assert_eq!(c.containerd_socket, None, "`none` turns OCI off");
         for (k, v, want) in [
@@ -452,6 +512,7 @@ mod tests {
             ("pod-cidr", "10.42.1.1/24", "host bits"),
             ("pod-cidr", "10.42.1.0", "address/prefix"),
             ("pod-cidr", "10.42.1.0/33", "prefix length"),
+            ("service-cidr", "10.43.0.0", "address/prefix"),
             ("max-pods", "0", "at least 1"),
         ] {
             let mut l = minimal();
@@ -518,6 +579,38 @@ mod tests {
         assert!(parse_mqtt_url("mqtt://h:0").is_err());
         assert!(parse_mqtt_url("mqtt://:1").is_err());
         assert!(parse_mqtt_url("mqtt://h:1/x").is_err());
+    }
+
+    #[test]
+    fn insecure_registries() {
+        let mut l = minimal();
+        l.values.insert(
+            "insecure-registries".into(),
+            "Reg.local:5000, 10.0.0.5,[fd00::1]:443".into(),
+        );
+        let c = Config::parse(&Source(vec![l])).unwrap();
+        assert_eq!(
+            c.insecure_registries,
+            ["reg.local:5000", "10.0.0.5", "[fd00::1]:443"]
+        );
+        assert!(
+            Config::parse(&Source(vec![minimal()]))
+                .unwrap()
+                .insecure_registries
+                .is_empty()
+        );
+        for bad in ["http://reg:5000", "reg:5000/path", "reg:0", "reg:x", "bad host"] {
+            let mut l = minimal();
+            l.values.insert("insecure-registries".into(), bad.into());
+            let e = Config::parse(&Source(vec![l])).unwrap_err().to_string();
+            assert!(
+                e.contains("insecure-registries") && e.contains("host:port"),
+                "{bad}: {e}"
+            );
+        }
+        let file = file_layer("a.yaml", "insecureRegistries: [reg.local:5000, other]\n").unwrap();
+        let c = Config::parse(&Source(vec![minimal(), file])).unwrap();
+        assert_eq!(c.insecure_registries, ["reg.local:5000", "other"]);
     }
 
     #[test]

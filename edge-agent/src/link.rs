@@ -8,7 +8,8 @@
 //! broker that keeps sessions queues the deletions published while the node
 //! was away (a broker that lost the session, or was restarted, cannot: the
 //! retained pod set covers that). Subscriptions, made on every connect: the
-//! pod set, the desired pods, the join answer, log requests and cancels. Last will:
+//! pod set, the desired pods, the join answer, log requests and cancels,
+//! and every Service's route and the service set (for the proxy). Last will:
 //! `nodes/{node}/online` = `false`, retained.
 
 use std::time::Duration;
@@ -72,7 +73,13 @@ impl Link {
             .set_clean_session(false)
             .set_max_packet_size(wire::MAX_PACKET_BYTES, wire::MAX_PACKET_BYTES)
             .set_last_will(LastWill::new(online_topic(node), will, QoS::AtLeastOnce, true));
-        let (client, eventloop) = AsyncClient::new(opts, 256);
+        let (client, mut eventloop) = AsyncClient::new(opts, 256);
+        // Small messages (acks, pod reports) go out at once: with Nagle on,
+        // a report behind an unacknowledged ack waits out the broker's
+        // delayed ACK (~40 ms on Linux).
+        let mut net = rumqttc::NetworkOptions::new();
+        net.set_tcp_nodelay(true);
+        eventloop.set_network_options(net);
         let (tx, events) = mpsc::channel(256);
         let (password, pw_rx) = watch::channel(password);
         let task = tokio::spawn(drive(eventloop, node.to_string(), tx, pw_rx));
@@ -100,6 +107,7 @@ impl Link {
         let filters = wire::node_filters(&self.node)
             .into_iter()
             .chain(wire::node_log_filters(&self.node))
+            .chain(wire::services_filters())
             .map(|f| rumqttc::SubscribeFilter::new(f, QoS::AtLeastOnce));
         self.client
             .try_subscribe_many(filters)

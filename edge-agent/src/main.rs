@@ -34,6 +34,10 @@ struct Args {
     /// turns OCI pods off); offered as a runtime when it answers.
     #[arg(long, env = "SHTURMAN_CONTAINERD_SOCKET")]
     containerd_socket: Option<String>,
+    /// Registries pulled from over plain http, host:port,… (loopback ones
+    /// always are; the rest use https).
+    #[arg(long, env = "SHTURMAN_INSECURE_REGISTRIES")]
+    insecure_registries: Option<String>,
     /// Heartbeat period, e.g. 10s.
     #[arg(long, env = "SHTURMAN_HEARTBEAT_INTERVAL")]
     heartbeat_interval: Option<String>,
@@ -46,6 +50,11 @@ struct Args {
     /// Where Wasm pods get their own IPs, e.g. 10.42.1.0/24 (unset: the node's IP).
     #[arg(long, env = "SHTURMAN_POD_CIDR")]
     pod_cidr: Option<String>,
+    /// Services' ClusterIP range, as the control plane's --service-cidr
+    /// (default 10.43.0.0/16): Wasm pods annotated
+    /// `shturman.io/allow-outbound: services` may reach these addresses only.
+    #[arg(long, env = "SHTURMAN_SERVICE_CIDR")]
+    service_cidr: Option<String>,
     /// A YAML config file with the same settings (camelCase keys); flags win.
     #[arg(long, env = "SHTURMAN_AGENT_CONFIG")]
     config: Option<PathBuf>,
@@ -107,10 +116,12 @@ fn load_config(args: &Args) -> anyhow::Result<Config> {
         .set("data-dir", args.data_dir.clone())
         .set("labels", args.labels.clone())
         .set("containerd-socket", args.containerd_socket.clone())
+        .set("insecure-registries", args.insecure_registries.clone())
         .set("heartbeat-interval", args.heartbeat_interval.clone())
         .set("max-pods", args.max_pods.clone())
         .set("node-ip", args.node_ip.clone())
-        .set("pod-cidr", args.pod_cidr.clone());
+        .set("pod-cidr", args.pod_cidr.clone())
+        .set("service-cidr", args.service_cidr.clone());
     let mut layers = vec![flags];
     if let Some(path) = &args.config {
         let text = std::fs::read_to_string(path)

@@ -119,7 +119,7 @@ impl Runtimes {
     /// wasmtime (with the default `wasm` feature). No OCI runtime: use
     /// [`Runtimes::for_config`] for an agent configured with containerd.
     pub fn standard(data_dir: &std::path::Path) -> Result<Runtimes, RuntimeError> {
-        Self::build(data_dir, None)
+        Self::build(data_dir, None, &[], crate::podip::NetworkSettings::default())
     }
 
     /// The runtimes of an agent with configuration `cfg`: wasmtime (feature
@@ -132,12 +132,16 @@ impl Runtimes {
             cfg.containerd_socket
                 .as_deref()
                 .map(|socket| (socket, cfg.node_name.as_str())),
+            &cfg.insecure_registries,
+            crate::podip::NetworkSettings::of(cfg),
         )
     }
 
     fn build(
         data_dir: &std::path::Path,
         containerd: Option<(&std::path::Path, &str)>,
+        insecure_registries: &[String],
+        network: crate::podip::NetworkSettings,
     ) -> Result<Runtimes, RuntimeError> {
         let changed = Arc::new(Notify::new());
         #[allow(unused_mut)]
@@ -146,6 +150,8 @@ impl Runtimes {
         {
             let mut opts = crate::wasm::WasmOptions::new(data_dir);
             opts.changed = changed.clone();
+            opts.insecure_registries = insecure_registries.to_vec();
+            opts.network = network;
             let wasm = crate::wasm::WasmRuntime::new(opts).map_err(|e| RuntimeError {
                 reason: "RuntimeUnavailable".into(),
                 message: format!("the Wasm runtime cannot start: {e}"),
@@ -171,6 +177,8 @@ impl Runtimes {
         }
         #[cfg(not(any(feature = "wasm", feature = "oci")))]
         let _ = data_dir;
+        #[cfg(not(feature = "wasm"))]
+        let _ = (insecure_registries, network);
         Ok(Runtimes::new(list, changed))
     }
 

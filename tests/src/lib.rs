@@ -14,6 +14,7 @@ pub mod oci_image;
 pub mod registry;
 pub mod sim;
 pub mod tls;
+pub mod wasm_artifact;
 
 /// The directory holding the workspace's built binaries (`target/debug`).
 pub fn bin_dir() -> PathBuf {

@@ -1,7 +1,8 @@
 //! What agents send, turned into store writes: joins (register the node and
 //! its secret, answer), heartbeats (Node status and labels), the online
 //! flag (a dropped link marks the node Unknown at once) and pod reports
-//! (Pod status). Everything but a join must be [`Signed`] with the node's
+//! (Pod status), and the proxy counters (kept for `/metrics`, see
+//! [`super::proxy_stats`]). Everything but a join must be [`Signed`] with the node's
 //! secret; anything malformed, unsigned, wrongly signed or stale is logged
 //! and dropped.
 
@@ -59,6 +60,12 @@ impl Shared {
                 Some(body) => self.pod_report(node, namespace, name, &body).await,
                 None => Ok(()),
             },
+            Topic::ProxyStats { node } => {
+                if let Some(body) = self.open(node, payload, "proxy counters") {
+                    self.proxy_stats(node, &body);
+                }
+                Ok(())
+            }
             Topic::DesiredPod { .. }
             | Topic::PodSet { .. }
             | Topic::Joined { .. }

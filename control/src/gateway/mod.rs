@@ -22,6 +22,7 @@
 //!   are applied in order.
 //! - Both ways, on demand: container logs ([`logs`]): requests out, signed
 //!   chunks in, handed to the API server's open streams.
+//! - In: the agents' Service proxy counters ([`proxy_stats`]), for `/metrics`.
 //!
 //! [`auth`] decides the embedded broker's CONNECTs; [`sign`] checks MACs;
 //! [`desired`] is the pure part of the publishing.
@@ -31,6 +32,7 @@ pub mod desired;
 pub mod ingest;
 pub mod logs;
 pub mod podsets;
+pub mod proxy_stats;
 pub mod routes;
 pub mod services;
 pub mod sign;
@@ -197,7 +199,11 @@ pub async fn run(
         () = synced => {}
         () = stop.cancelled() => return,
     }
-    let (mqtt, events) = AsyncClient::new(mqtt_options(&config), 1024);
+    let (mqtt, mut events) = AsyncClient::new(mqtt_options(&config), 1024);
+    // Desired pods and acks are small: send them at once (no Nagle delay).
+    let mut net = rumqttc::NetworkOptions::new();
+    net.set_tcp_nodelay(true);
+    events.set_network_options(net);
     let controller = Controller::new("node-gateway", stop.clone());
     let podset_controller = Controller::new("node-gateway-podsets", stop.clone());
     let service_controller = Controller::new("node-gateway-services", stop.clone());
@@ -331,6 +337,7 @@ async fn event_loop(
                         format!("{PREFIX}/nodes/+/podset"),
                         format!("{PREFIX}/nodes/+/pods/+/+"),
                         wire::log_replies_filter(),
+                        wire::proxy_stats_filter(),
                     ])
                     .chain(wire::services_filters())
                     .map(|f| rumqttc::SubscribeFilter::new(f, QoS::AtLeastOnce));

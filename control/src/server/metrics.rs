@@ -1,11 +1,25 @@
 //! Request counters and latency histograms, served as Prometheus text at
-//! `/metrics`.
+//! `/metrics`, followed by the agents' Service proxy counters (collected by
+//! the node gateway, [`crate::gateway::proxy_stats`]):
+//!
+//! | metric | type | what |
+//! |---|---|---|
+//! | `shturman_proxy_connections_total` | counter | connections accepted |
+//! | `shturman_proxy_connections_active` | gauge | connections open |
+//! | `shturman_proxy_connections_failed_total` | counter | connections closed because no endpoint could be reached |
+//! | `shturman_proxy_bytes_in_total` | counter | bytes from clients to endpoints |
+//! | `shturman_proxy_bytes_out_total` | counter | bytes from endpoints to clients |
+//!
+//! each labelled `{node, namespace, service, port}` (the Service port's
+//! number); a node's counters start again from zero when its agent restarts.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use crate::gateway::proxy_stats::{self, Sample};
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 12] = [
@@ -101,8 +115,65 @@ impl Metrics {
         for (name, help, value) in extra {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
         }
+        render_proxy(&mut out, &proxy_stats::registry().snapshot(Instant::now()));
         out
     }
+}
+
+/// The proxy counters' families, one sample per node and Service port.
+pub fn render_proxy(out: &mut String, samples: &[Sample]) {
+    type Field = fn(&Sample) -> u64;
+    let families: [(&str, &str, &str, Field); 5] = [
+        (
+            "shturman_proxy_connections_total",
+            "counter",
+            "Connections the Service proxies accepted.",
+            |s| s.stats.accepted,
+        ),
+        (
+            "shturman_proxy_connections_active",
+            "gauge",
+            "Connections the Service proxies have open.",
+            |s| s.stats.active,
+        ),
+        (
+            "shturman_proxy_connections_failed_total",
+            "counter",
+            "Connections closed because no endpoint could be reached.",
+            |s| s.stats.failed,
+        ),
+        (
+            "shturman_proxy_bytes_in_total",
+            "counter",
+            "Bytes the Service proxies carried from clients to endpoints.",
+            |s| s.stats.bytes_in,
+        ),
+        (
+            "shturman_proxy_bytes_out_total",
+            "counter",
+            "Bytes the Service proxies carried from endpoints to clients.",
+            |s| s.stats.bytes_out,
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for s in samples {
+            let _ = writeln!(
+                out,
+                "{name}{{node=\"{}\",namespace=\"{}\",service=\"{}\",port=\"{}\"}} {}",
+                escape(&s.node),
+                escape(&s.stats.namespace),
+                escape(&s.stats.name),
+                s.stats.port,
+                value(s)
+            );
+        }
+    }
+}
+
+/// A label value as the text format wants it (`\`, `"` and newlines escaped).
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -127,5 +198,38 @@ mod tests {
         );
         assert!(text.contains("shturman_apiserver_request_duration_seconds_count{verb=\"create\"} 2"));
         assert!(text.contains("shturman_store_revision 7"));
+        assert!(text.contains("# TYPE shturman_proxy_connections_total counter"));
+    }
+
+    #[test]
+    fn renders_proxy_counters_with_labels() {
+        use shturman_api::wire::ProxyPortStats;
+        let samples = [Sample {
+            node: "pi-1".into(),
+            stats: ProxyPortStats {
+                namespace: "default".into(),
+                name: "web".into(),
+                port: 80,
+                accepted: 60,
+                active: 1,
+                failed: 2,
+                bytes_in: 300,
+                bytes_out: 4000,
+            },
+        }];
+        let mut text = String::new();
+        render_proxy(&mut text, &samples);
+        let labels = "{node=\"pi-1\",namespace=\"default\",service=\"web\",port=\"80\"}";
+        for line in [
+            format!("shturman_proxy_connections_total{labels} 60"),
+            format!("shturman_proxy_connections_active{labels} 1"),
+            format!("shturman_proxy_connections_failed_total{labels} 2"),
+            format!("shturman_proxy_bytes_in_total{labels} 300"),
+            format!("shturman_proxy_bytes_out_total{labels} 4000"),
+            "# TYPE shturman_proxy_connections_active gauge".to_string(),
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+        }
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }

@@ -7,6 +7,17 @@
 //! restart it per `restartPolicy` with kubelet's back-off (`CrashLoopBackOff`).
 //! Every change raises the runtimes' `changed` signal. A janitor removes
 //! sandboxes labelled as this node's whose pod is no longer here.
+//!
+//! Probes ([`crate::probe`]), as kubelet runs them: each run of a container
+//! with probes gets a probe task from the moment it is seen running.
+//! `httpGet` and `tcpSocket` checks go to the pod's IP (from its sandbox)
+//! unless the probe names a `host`; `exec` checks run through CRI
+//! `ExecSync` ([`PodExec`]). The view gives the container's `started` and
+//! `ready` (hence the pod's `Ready` and `ContainersReady`); a liveness or
+//! startup probe failing past its threshold stops the container
+//! (`StopContainer` with the probe's `terminationGracePeriodSeconds`, else
+//! the pod's), which then restarts through the same back-off path as a
+//! crash, its `lastState.terminated` carrying the probe's message.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -30,6 +41,9 @@ use super::spec::{self, LABEL_CONTAINER, LABEL_NODE, LABEL_POD_UID, LABEL_SPEC_H
 use super::status::{self, Observed};
 use crate::logs_service::LogSource;
 use crate::plan::PodKey;
+use crate::probe::check::{self as probe_check, Target};
+use crate::probe::run::ProbeRun;
+use crate::probe::{self, ProbeSet, ProbeView};
 use crate::runtime::{CONTAINERD, PodClass, Runtime, RuntimeError};
 use crate::wasm::lifecycle::{self, Backoff, Exit};
 
@@ -118,6 +132,21 @@ struct Record {
     done: bool,
     /// The CRI id of its current run.
     id: Option<String>,
+    /// The current run's probe view, while a run with probes lasts.
+    probes: Option<watch::Receiver<ProbeView>>,
+}
+
+impl Record {
+    /// The status, with `started` and `ready` from the probes while they run.
+    fn status(&self) -> ContainerStatus {
+        let mut s = self.status.clone();
+        if let Some(rx) = &self.probes {
+            let v = rx.borrow();
+            s.started = Some(v.started);
+            s.ready = v.ready;
+        }
+        s
+    }
 }
 
 type Shared = Arc<Mutex<Record>>;
@@ -136,6 +165,8 @@ struct Net {
 /// A pod this runtime runs.
 struct PodRun {
     uid: String,
+    /// The pod's own `terminationGracePeriodSeconds`, when it sets one.
+    grace: Option<Duration>,
     paths: PodPaths,
     start_time: Time,
     ready: Mutex<(bool, Time)>,
@@ -272,6 +303,38 @@ impl OciExec {
     }
 }
 
+impl OciExec {
+    /// This exec scoped to pod `key`: the [`Exec`](probe_check::Exec) of its
+    /// containers' `exec` probes.
+    pub fn pod(&self, key: PodKey) -> PodExec {
+        PodExec {
+            exec: self.clone(),
+            key,
+        }
+    }
+}
+
+/// [`OciExec`] for the containers of one pod: runs `exec` probes through
+/// `ExecSync` in the container's current run. A command that runs gives
+/// its exit code (non-zero fails the probe); one that cannot run (the
+/// container is not running, containerd refuses) fails it with why.
+#[derive(Clone)]
+pub struct PodExec {
+    exec: OciExec,
+    key: PodKey,
+}
+
+#[async_trait::async_trait]
+impl probe_check::Exec for PodExec {
+    async fn exec(&self, container: &str, argv: &[String], timeout: Duration) -> Result<i32, String> {
+        self.exec
+            .exec(&self.key, container, argv.to_vec(), timeout)
+            .await
+            .map(|out| out.exit_code)
+            .map_err(|e| e.message)
+    }
+}
+
 #[async_trait::async_trait]
 impl Runtime for OciRuntime {
     fn name(&self) -> &'static str {
@@ -338,6 +401,11 @@ impl Runtime for OciRuntime {
             key,
             PodRun {
                 uid,
+                grace: pod
+                    .pod
+                    .spec
+                    .termination_grace_period_seconds
+                    .map(|s| Duration::from_secs(u64::try_from(s).unwrap_or(0))),
                 paths,
                 start_time: now(),
                 ready: Mutex::new((false, now())),
@@ -350,10 +418,15 @@ impl Runtime for OciRuntime {
         Ok(())
     }
 
+    /// Stops the pod's containers with `grace`, or the pod's own
+    /// `terminationGracePeriodSeconds` when that is shorter: a caller that
+    /// no longer has the pod's spec (it was deleted) passes the 30 s
+    /// default, while a pod that asked for 1 s gets 1 s, as with kubelet.
     async fn stop(&self, key: &PodKey, grace: Duration) -> Result<(), RuntimeError> {
         let Some(mut run) = lock(&self.inner.pods).remove(key) else {
             return Ok(());
         };
+        let grace = run.grace.map_or(grace, |own| own.min(grace));
         let _ = run.cancel.send(true);
         if tokio::time::timeout(Duration::from_secs(5), &mut run.task)
             .await
@@ -396,7 +469,7 @@ impl Runtime for OciRuntime {
             .iter()
             .map(|r| {
                 let r = lock(r);
-                (r.status.clone(), r.done)
+                (r.status(), r.done)
             })
             .collect();
         let statuses: Vec<ContainerStatus> = views.iter().map(|(s, _)| s.clone()).collect();
@@ -450,6 +523,10 @@ struct PodCtx {
     paths: PodPaths,
     sandbox_id: String,
     sandbox: PodSandboxConfig,
+    /// The pod's IP: where `httpGet` and `tcpSocket` probes connect.
+    pod_ip: Option<String>,
+    /// Runs `exec` probes in this pod's containers.
+    exec: PodExec,
 }
 
 fn set_all(inner: &Inner, records: &[Shared], reason: &str, message: &str) {
@@ -503,9 +580,11 @@ async fn run_pod(
             }
         }
     };
+    let mut pod_ip = None;
     match inner.client.sandbox_status(&sandbox_id).await {
         Ok(Some(s)) => {
             let (ip, ips) = status::pod_ips(s.network.as_ref());
+            pod_ip.clone_from(&ip);
             *lock(&net) = Net { ip, ips };
         }
         Ok(None) => {}
@@ -543,6 +622,11 @@ async fn run_pod(
             Err(e) => tracing::warn!(pod = %key, error = %e, "cannot list the adopted sandbox's containers"),
         }
     }
+    let exec = OciExec {
+        inner: inner.clone(),
+        exec: tokio::runtime::Handle::current(),
+    }
+    .pod(key.clone());
     let ctx = Arc::new(PodCtx {
         inner: inner.clone(),
         pod: pod.clone(),
@@ -550,6 +634,8 @@ async fn run_pod(
         paths,
         sandbox_id,
         sandbox,
+        pod_ip,
+        exec,
     });
     let mut set = JoinSet::new();
     for (c, rec) in pod.pod.spec.containers.iter().zip(records) {
@@ -719,14 +805,21 @@ async fn supervise(
         failures = 0;
         lock(&rec).id = Some(id.clone());
         let began = Instant::now();
-        let Some((terminated, exit)) = watch_run(&ctx, &id, &rec, &cancel).await else {
+        let ended = watch_run(&ctx, &c, &id, &rec, &cancel).await;
+        // The run is over, and so is its probing: neither started nor ready.
+        {
+            let mut g = lock(&rec);
+            g.probes = None;
+            g.status.ready = false;
+            g.status.started = Some(false);
+        }
+        let Some((terminated, exit)) = ended else {
             return;
         };
         tracing::info!(pod = %ctx.key, container = %c.name, ?exit, "container ended");
         let restart = !*cancel.borrow() && lifecycle::should_restart(policy, &exit);
         {
             let mut g = lock(&rec);
-            g.status.ready = false;
             g.status.state = Some(terminated.clone());
             g.done = !restart;
         }
@@ -834,9 +927,13 @@ async fn ensure_image(ctx: &PodCtx, c: &Container) -> Result<Option<String>, Not
 }
 
 /// Polls a container until it exits (its `terminated` state and exit) or
-/// the pod stops (`None`). Rotates its log file past the size cap.
+/// the pod stops (`None`). Once it runs, its probes run too (a probe task
+/// for this run, its view in the record); a liveness or startup probe
+/// failing past its threshold stops it, and its exit then carries the
+/// probe's message. Rotates its log file past the size cap.
 async fn watch_run(
     ctx: &PodCtx,
+    c: &Container,
     id: &str,
     rec: &Shared,
     cancel: &watch::Receiver<bool>,
@@ -845,24 +942,37 @@ async fn watch_run(
     let mut started: Option<Time> = None;
     let mut polls: u64 = 0;
     let mut warned = false;
+    // Dropped when this returns: that stops the probe task.
+    let mut probes: Option<ProbeRun> = None;
+    let mut kill = Kill::None;
     loop {
         match inner.client.container_status(id).await {
             Ok(Some(s)) => {
                 warned = false;
                 match status::observe(&s) {
-                    Observed::Exited { state, exit } => return Some((state, exit)),
+                    Observed::Exited { state, exit } => {
+                        return Some(match &kill {
+                            Kill::Stopping(r) | Kill::Stopped(r) => {
+                                status::killed_by_probe(state, exit, &r.message)
+                            }
+                            Kill::None => (state, exit),
+                        });
+                    }
                     Observed::Running { started: ns } => {
                         if started.is_none() {
                             started = status::time_of(ns).or_else(|| Some(now()));
+                            probes = start_probes(ctx, c);
+                            let view = probes.as_ref().map_or(ProbeView::NO_PROBES, ProbeRun::view);
                             let mut g = lock(rec);
                             g.status.state = Some(ContainerState::running(started));
                             g.status.container_id = Some(status::container_id(id));
                             if !s.image_ref.is_empty() {
                                 g.status.image_id = Some(s.image_ref.clone());
                             }
-                            // Ready while running (readiness probes come later).
-                            g.status.ready = true;
-                            g.status.started = Some(true);
+                            // Without probes: started and ready while it runs.
+                            g.status.ready = view.ready;
+                            g.status.started = Some(view.started);
+                            g.probes = probes.as_ref().map(ProbeRun::subscribe);
                             drop(g);
                             inner.changed();
                         }
@@ -883,8 +993,78 @@ async fn watch_run(
                 }
             }
         }
-        if !pause(inner.opts.poll, cancel).await {
-            return None;
+        kill = match kill {
+            Kill::None => tokio::select! {
+                () = tokio::time::sleep(inner.opts.poll) => Kill::None,
+                () = cancelled(cancel.clone()) => return None,
+                r = probe::run::restart_requested(probes.as_mut()) => {
+                    stop_unhealthy(ctx, c, id, r, cancel).await?
+                }
+            },
+            Kill::Stopping(r) => stop_unhealthy(ctx, c, id, r, cancel).await?,
+            Kill::Stopped(r) => {
+                if !pause(inner.opts.poll, cancel).await {
+                    return None;
+                }
+                Kill::Stopped(r)
+            }
+        };
+    }
+}
+
+/// Where a run stands after its liveness or startup probe asked for a
+/// restart: the request (its message goes into the exit), and whether
+/// containerd took the stop yet.
+enum Kill {
+    None,
+    /// StopContainer failed: tried again after the next status poll.
+    Stopping(probe::RestartRequest),
+    /// Stopped (or stopping within its grace period): waiting for the exit.
+    Stopped(probe::RestartRequest),
+}
+
+/// Starts the probe task of a container run that is now running (`None`
+/// when it has no probes).
+fn start_probes(ctx: &PodCtx, c: &Container) -> Option<ProbeRun> {
+    probe::run::spawn(
+        ProbeSet::of(c),
+        Target {
+            // No IP (the sandbox status could not be read): the checks fail
+            // and say so, rather than probing the node.
+            host: ctx.pod_ip.clone().unwrap_or_default(),
+            container: c.name.clone(),
+            exec: Arc::new(ctx.exec.clone()),
+        },
+        ctx.inner.opts.changed.clone(),
+        &ctx.key.to_string(),
+    )
+}
+
+/// Stops a container whose liveness or startup probe failed (SIGTERM, then
+/// SIGKILL after the probe's grace period): [`Kill::Stopped`] once
+/// containerd took the stop, [`Kill::Stopping`] if it failed (after a
+/// pause), `None` when the pod stops meanwhile.
+async fn stop_unhealthy(
+    ctx: &PodCtx,
+    c: &Container,
+    id: &str,
+    r: probe::RestartRequest,
+    cancel: &watch::Receiver<bool>,
+) -> Option<Kill> {
+    let grace = spec::probe_kill_grace(&ctx.pod, c, r.probe);
+    tracing::info!(pod = %ctx.key, container = %c.name, grace_secs = grace.as_secs(), message = %r.message, "stopping an unhealthy container");
+    let stopped = tokio::select! {
+        s = ctx.inner.client.stop_container(id, grace) => s,
+        () = cancelled(cancel.clone()) => return None,
+    };
+    match stopped {
+        Ok(()) => Some(Kill::Stopped(r)),
+        Err(e) if e.is_not_found() => Some(Kill::Stopped(r)),
+        Err(e) => {
+            tracing::warn!(pod = %ctx.key, container = %c.name, error = %e, "cannot stop an unhealthy container; retrying");
+            pause(ctx.inner.opts.poll, cancel)
+                .await
+                .then_some(Kill::Stopping(r))
         }
     }
 }
@@ -1015,6 +1195,18 @@ mod tests {
         assert_eq!(
             rt.status(&key).await.unwrap().phase,
             Some(shturman_api::core::PodPhase::Pending)
+        );
+        // An exec probe into a container that never ran fails, saying why.
+        let exec = rt.exec().pod(key.clone());
+        let argv = ["true".to_string()];
+        let e = probe_check::Exec::exec(&exec, "httpd", &argv, Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert!(e.contains("is not running"), "{e}");
+        let outcome = probe_check::exec(&exec, "httpd", &argv, Duration::from_secs(1)).await;
+        assert!(
+            matches!(outcome, crate::probe::Outcome::Failure(_)),
+            "{outcome:?}"
         );
         // The log source knows the pod while it is here.
         let logs = rt.log_source().unwrap();

@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use k8s_cri::v1::{
     AuthConfig, ContainerConfig, ContainerMetadata, ImageSpec, KeyValue, LinuxContainerConfig,
@@ -25,6 +26,7 @@ use shturman_api::wire::DesiredPod;
 
 use super::image::Credentials;
 use crate::plan::PodKey;
+use crate::probe::ProbeKind;
 use crate::wasm::env::{self, EnvError};
 use crate::wasm::logs::pod_dir_name;
 use crate::wasm::volumes::{VolumeError, relative};
@@ -275,13 +277,18 @@ pub fn image_spec(image: &str) -> ImageSpec {
     }
 }
 
-/// Pull credentials as CRI's `AuthConfig`.
+/// Pull credentials as CRI's `AuthConfig`. `server_address` stays empty, as
+/// kubelet leaves it: the credentials were already chosen for the image's
+/// registry, and containerd 1.6 `url.Parse`s a non-empty one, which fails
+/// for a bare `host:port` ("first path segment in URL cannot contain
+/// colon": the pull errors) and gives no host for `name:port` (the
+/// credentials are silently dropped).
 pub fn auth_config(c: &Credentials) -> AuthConfig {
     AuthConfig {
         username: c.username.clone(),
         password: c.password.clone(),
         auth: c.auth.clone(),
-        server_address: c.server.clone(),
+        server_address: String::new(),
         identity_token: c.identity_token.clone(),
         registry_token: String::new(),
     }
@@ -406,6 +413,26 @@ pub fn mounts(pod_dir: &Path, pod: &DesiredPod, c: &Container) -> Result<Vec<Mou
 pub fn environment(pod: &DesiredPod, c: &Container) -> Result<Vec<(String, String)>, SpecError> {
     Ok(env::resolve(c, pod)?)
 }
+
+/// The grace period (SIGTERM → SIGKILL) of a container killed because its
+/// `kind` probe failed: the probe's `terminationGracePeriodSeconds`, else
+/// the pod's, else 30 s (kubelet's rule; a readiness probe never kills).
+pub fn probe_kill_grace(pod: &DesiredPod, c: &Container, kind: ProbeKind) -> Duration {
+    let probe = match kind {
+        ProbeKind::Liveness => c.liveness_probe.as_ref(),
+        ProbeKind::Startup => c.startup_probe.as_ref(),
+        ProbeKind::Readiness => None,
+    };
+    probe
+        .and_then(|p| p.termination_grace_period_seconds)
+        .or(pod.pod.spec.termination_grace_period_seconds)
+        .map_or(DEFAULT_GRACE, |s| {
+            Duration::from_secs(u64::try_from(s).unwrap_or(0))
+        })
+}
+
+/// A pod's grace period when it does not say (Kubernetes' default).
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 
 #[cfg(test)]
 mod tests {
@@ -715,6 +742,36 @@ mod tests {
     }
 
     #[test]
+    fn probe_kills_take_the_probes_grace_then_the_pods() {
+        use shturman_api::core::container::Probe;
+        let mut d = pod();
+        let c = d.pod.spec.containers[0].clone();
+        assert_eq!(probe_kill_grace(&d, &c, ProbeKind::Liveness), DEFAULT_GRACE);
+        d.pod.spec.termination_grace_period_seconds = Some(7);
+        assert_eq!(
+            probe_kill_grace(&d, &c, ProbeKind::Liveness),
+            Duration::from_secs(7)
+        );
+        let mut c = c;
+        c.liveness_probe = Some(Probe {
+            termination_grace_period_seconds: Some(2),
+            ..Probe::default()
+        });
+        c.startup_probe = Some(Probe::default());
+        assert_eq!(
+            probe_kill_grace(&d, &c, ProbeKind::Liveness),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            probe_kill_grace(&d, &c, ProbeKind::Startup),
+            Duration::from_secs(7)
+        );
+        // A negative value (refused by validation) never wraps around.
+        d.pod.spec.termination_grace_period_seconds = Some(-1);
+        assert_eq!(probe_kill_grace(&d, &c, ProbeKind::Startup), Duration::ZERO);
+    }
+
+    #[test]
     fn auth_config_carries_the_credentials() {
         let a = auth_config(&Credentials {
             server: "r:5000".into(),
@@ -728,7 +785,7 @@ mod tests {
                 a.username.as_str(),
                 a.password.as_str()
             ),
-            ("r:5000", "u", "p")
+            ("", "u", "p")
         );
     }
 }

@@ -117,6 +117,23 @@ pub fn lost(id: &str, started: Option<Time>, now: Time) -> (ContainerState, Exit
     (state, Exit::Code(137))
 }
 
+/// The `terminated` state and exit of a run the agent killed because its
+/// liveness or startup probe failed (`message`, e.g. `Liveness probe
+/// failed: …`): what the runtime reported (exit code, reason, times) with
+/// the probe's message, and [`Exit::Unhealthy`], which restarts it unless
+/// `restartPolicy` is `Never` (kubelet restarts such a container whatever
+/// its exit code). An OOM kill that raced the probe stays `OOMKilled`.
+pub fn killed_by_probe(state: ContainerState, exit: Exit, message: &str) -> (ContainerState, Exit) {
+    if matches!(exit, Exit::OomKilled(_)) {
+        return (state, exit);
+    }
+    let mut state = state;
+    if let Some(t) = state.terminated.as_mut() {
+        t.message = Some(lifecycle::short(message));
+    }
+    (state, Exit::Unhealthy(message.to_string()))
+}
+
 /// `containerd://<id>`, as kubelet reports container ids.
 pub fn container_id(id: &str) -> String {
     format!("containerd://{id}")
@@ -237,6 +254,40 @@ mod tests {
             (137, Some(CONTAINER_STATUS_UNKNOWN))
         );
         assert_eq!(e, Exit::Code(137));
+    }
+
+    #[test]
+    fn probe_kills_keep_the_exit_and_carry_the_message() {
+        use shturman_api::core::RestartPolicy;
+        let Observed::Exited { state, exit } = observe(&status(CriState::ContainerExited, 137, "Error", ""))
+        else {
+            panic!()
+        };
+        let (s, e) = killed_by_probe(state, exit, "Liveness probe failed: command exited with 1");
+        let t = s.terminated.unwrap();
+        assert_eq!((t.exit_code, t.reason.as_deref()), (137, Some("Error")));
+        assert_eq!(
+            t.message.as_deref(),
+            Some("Liveness probe failed: command exited with 1")
+        );
+        assert_eq!(t.container_id.as_deref(), Some("containerd://abc"));
+        assert!(matches!(e, Exit::Unhealthy(_)));
+        // Restarted under OnFailure even when it exited 0 on SIGTERM; not under Never.
+        let Observed::Exited { state, exit } = observe(&status(CriState::ContainerExited, 0, "", "")) else {
+            panic!()
+        };
+        let (_, e) = killed_by_probe(state, exit, "Startup probe failed: x");
+        assert!(lifecycle::should_restart(RestartPolicy::OnFailure, &e));
+        assert!(!lifecycle::should_restart(RestartPolicy::Never, &e));
+        // An OOM kill wins.
+        let Observed::Exited { state, exit } =
+            observe(&status(CriState::ContainerExited, 137, "OOMKilled", ""))
+        else {
+            panic!()
+        };
+        let (s, e) = killed_by_probe(state, exit, "Liveness probe failed: x");
+        assert_eq!(s.terminated.unwrap().reason.as_deref(), Some("OOMKilled"));
+        assert!(matches!(e, Exit::OomKilled(_)));
     }
 
     #[test]

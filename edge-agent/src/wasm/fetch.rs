@@ -119,6 +119,20 @@ pub fn download(
             to: last,
         });
     }
+    store_response(dir, url, response, pin, limit)
+}
+
+/// Streams a successful response's body into `dir` (the module cache),
+/// hashing it on the way and stopping at `limit` bytes; checks the digest
+/// against `pin` and keeps it as `<dir>/<digest>.wasm`. Nothing is kept on
+/// any error. Shared by plain downloads and registry blob pulls.
+pub(super) fn store_response(
+    dir: &Path,
+    url: &str,
+    response: ureq::http::Response<ureq::Body>,
+    pin: Option<&str>,
+    limit: u64,
+) -> Result<(String, Vec<u8>), FetchError> {
     let too_large = || FetchError::TooLarge {
         url: url.into(),
         limit,
@@ -230,9 +244,11 @@ impl Drop for Partial {
     }
 }
 
-/// A client for one download: the limits above and the trust roots (and
-/// where they came from, for error messages).
-fn agent(url: &str) -> Result<(ureq::Agent, String), FetchError> {
+/// A client for one download (or one registry pull): the limits above and
+/// the trust roots (and where they came from, for error messages). An
+/// `Authorization` header survives a redirect only to the same host (a
+/// registry's blob redirect to object storage must not carry it).
+pub(super) fn agent(url: &str) -> Result<(ureq::Agent, String), FetchError> {
     let (roots, source) = match load_roots() {
         Ok(found) => found,
         Err(detail) if url.starts_with("https://") => {
@@ -256,6 +272,7 @@ fn agent(url: &str) -> Result<(ureq::Agent, String), FetchError> {
     let config = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(MAX_REDIRECTS)
+        .redirect_auth_headers(ureq::config::RedirectAuthHeaders::SameHost)
         .timeout_connect(Some(CONNECT_TIMEOUT))
         .timeout_global(Some(TOTAL_TIMEOUT))
         .user_agent(concat!("shturman-agent/", env!("CARGO_PKG_VERSION")))
@@ -324,7 +341,7 @@ fn status_error(url: &str, status: ureq::http::StatusCode) -> FetchError {
 }
 
 /// A failed exchange, with a hint; `roots` says where the trusted CAs came from.
-fn transport_error(url: &str, e: &ureq::Error, roots: &str) -> FetchError {
+pub(super) fn transport_error(url: &str, e: &ureq::Error, roots: &str) -> FetchError {
     use ureq::Error as E;
     // rustls reports a failed handshake as an io::Error wrapping its error.
     let tls = match e {

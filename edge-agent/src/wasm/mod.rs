@@ -1,7 +1,7 @@
 //! Wasm pods: containers that are WebAssembly modules, run in-process by
 //! wasmtime. The pure parts build without wasmtime (feature `wasm` off):
 //!
-//! - [`reference`]: `file://` / `https://…#sha256=` references, pin checks, p1/p2 detection;
+//! - [`reference`]: `file://` / `https://…#sha256=` / registry references, pin checks, p1/p2 detection;
 //! - [`env`]: a container's environment from the pod spec, ConfigMaps and Secrets;
 //! - [`volumes`]: volumes as WASI preopens (emptyDir, hostPath, configMap, secret);
 //! - [`limits`]: memory limiter and CPU token bucket;
@@ -11,7 +11,9 @@
 //! With the `wasm` feature:
 //!
 //! - `engine`: the wasmtime engine, epoch ticker, linkers, running one instance;
+//! - `http`: serving `wasi:http/incoming-handler` components, one instance per request;
 //! - `modules`: module fetch and cache by digest (bytes on disk, compiled in memory);
+//! - `registry`: Wasm artifacts pulled from OCI registries (distribution protocol, token auth);
 //! - `runtime`: [`WasmRuntime`], the agent's [`Runtime`](crate::runtime::Runtime) for Wasm pods.
 
 pub mod env;
@@ -26,9 +28,15 @@ pub mod engine;
 #[cfg(feature = "wasm")]
 mod fetch;
 #[cfg(feature = "wasm")]
+pub mod http;
+#[cfg(all(test, feature = "wasm"))]
+mod http_tests;
+#[cfg(feature = "wasm")]
 pub mod modules;
 #[cfg(all(test, feature = "wasm"))]
 mod probe_tests;
+#[cfg(feature = "wasm")]
+pub mod registry;
 #[cfg(feature = "wasm")]
 pub mod runtime;
 #[cfg(all(test, feature = "wasm"))]

@@ -1,6 +1,8 @@
 //! Module distribution and caching: fetch a [`ModuleRef`] (a file on the
-//! node, or a download by [`fetch`]), verify its `#sha256` pin (every
-//! source), keep the bytes under
+//! node, a download by [`fetch`], or a pull from an OCI registry by
+//! [`registry`], per the container's `imagePullPolicy` and with the pod's
+//! `imagePullSecrets`), verify its digest (a `#sha256` pin, or the registry
+//! manifest's layer digest), keep the bytes under
 //! `<data-dir>/wasm/modules/<sha256>.wasm`, and keep the compiled, linked form
 //! in memory by digest so a restart or a second replica never compiles again.
 //!
@@ -15,12 +17,17 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use shturman_api::core::Container;
+use shturman_api::core::container::ImagePullPolicy;
+use shturman_api::wire::DesiredPod;
 use tokio::sync::OnceCell;
 
 use super::engine::{Compiled, WasmEngine};
 use super::fetch;
 use super::reference::{ModuleRef, RefError, Source, verify};
+use super::registry::{self, Image, PullOptions};
 use crate::fsutil::write_atomic;
+use crate::registry_auth::{Credentials, pull_credentials, pull_policy};
 
 /// Modules larger than this are refused.
 const MAX_MODULE_BYTES: u64 = 256 << 20;
@@ -43,11 +50,33 @@ pub struct Loaded {
     pub compiled: Compiled,
 }
 
+/// What the pod says about pulling one container's module from a registry.
+#[derive(Clone, Debug, Default)]
+pub struct Pull {
+    /// `None`: `IfNotPresent`.
+    pub policy: Option<ImagePullPolicy>,
+    /// The matching `imagePullSecrets` entry, if any.
+    pub credentials: Option<Credentials>,
+}
+
+impl Pull {
+    /// Container `c`'s pull policy (or Kubernetes' default) and the pod's
+    /// credentials for its image's registry.
+    pub fn of(pod: &DesiredPod, c: &Container) -> Pull {
+        Pull {
+            policy: Some(pull_policy(c)),
+            credentials: pull_credentials(pod, &c.image),
+        }
+    }
+}
+
 /// The node's module cache.
 pub struct ModuleCache {
     dir: PathBuf,
     engine: Arc<WasmEngine>,
     compiled: Mutex<HashMap<String, Arc<OnceCell<Compiled>>>>,
+    /// Registries reached over plain http (`--insecure-registries`).
+    insecure_registries: Vec<String>,
 }
 
 impl ModuleCache {
@@ -58,13 +87,33 @@ impl ModuleCache {
             dir,
             engine,
             compiled: Mutex::default(),
+            insecure_registries: Vec::new(),
         }
     }
 
-    /// Fetches, verifies and compiles (each at most once per digest).
+    /// Reaches these registries (`host[:port]`, or `host` for any port)
+    /// over plain http; loopback registries always are.
+    #[must_use]
+    pub fn with_insecure_registries(mut self, registries: Vec<String>) -> ModuleCache {
+        self.insecure_registries = registries;
+        self
+    }
+
+    /// Fetches, verifies and compiles (each at most once per digest), a
+    /// registry module anonymously and per `IfNotPresent`.
     pub async fn load(&self, reference: &ModuleRef) -> Result<Loaded, LoadError> {
+        self.load_for(reference, Pull::default()).await
+    }
+
+    /// [`load`](Self::load) with a container's pull policy and credentials.
+    pub async fn load_for(&self, reference: &ModuleRef, pull: Pull) -> Result<Loaded, LoadError> {
         let (dir, r) = (self.dir.clone(), reference.clone());
-        let (digest, bytes) = tokio::task::spawn_blocking(move || fetch(&dir, &r))
+        let opts = PullOptions {
+            policy: pull.policy,
+            credentials: pull.credentials,
+            insecure_registries: self.insecure_registries.clone(),
+        };
+        let (digest, bytes) = tokio::task::spawn_blocking(move || fetch(&dir, &r, &opts))
             .await
             .map_err(|e| LoadError::Fetch(format!("fetch task failed: {e}")))??;
         let cell = self
@@ -98,16 +147,34 @@ impl ModuleCache {
     }
 }
 
-/// Reads or downloads a module, checks its pin, stores it by digest. Blocking.
-fn fetch(dir: &Path, r: &ModuleRef) -> Result<(String, Vec<u8>), LoadError> {
-    fetch_capped(dir, r, MAX_MODULE_BYTES)
+/// Reads, downloads or pulls a module, checks its digest, stores it by
+/// digest. Blocking.
+fn fetch(dir: &Path, r: &ModuleRef, opts: &PullOptions) -> Result<(String, Vec<u8>), LoadError> {
+    fetch_capped(dir, r, opts, MAX_MODULE_BYTES)
 }
 
 /// [`fetch`] with the size limit as a parameter (tests use a small one).
-fn fetch_capped(dir: &Path, r: &ModuleRef, limit: u64) -> Result<(String, Vec<u8>), LoadError> {
+fn fetch_capped(
+    dir: &Path,
+    r: &ModuleRef,
+    opts: &PullOptions,
+    limit: u64,
+) -> Result<(String, Vec<u8>), LoadError> {
     let url = match &r.source {
         Source::File(path) => return read_file(dir, r, path, limit),
         Source::Http(url) => url,
+        Source::Registry {
+            registry,
+            repository,
+            reference,
+        } => {
+            let image = Image {
+                registry,
+                repository,
+                reference,
+            };
+            return registry::pull(dir, &image, opts, limit).map_err(|e| LoadError::Fetch(e.to_string()));
+        }
     };
     // A pinned module already in the cache needs no network. A cached file
     // that no longer matches its name (a damaged disk) is removed and
@@ -185,10 +252,13 @@ mod tests {
         let pin = digest(&bytes);
         std::fs::write(dir.path().join(format!("{pin}.wasm")), &bytes).unwrap();
         let r = parse(&format!("{}#sha256={pin}", dead_url())).unwrap();
-        assert_eq!(fetch(dir.path(), &r).unwrap(), (pin, bytes));
+        assert_eq!(
+            fetch(dir.path(), &r, &PullOptions::default()).unwrap(),
+            (pin, bytes)
+        );
         // Without a pin the same URL must be fetched, and it cannot be.
         let r = parse(&dead_url()).unwrap();
-        let Err(LoadError::Fetch(e)) = fetch(dir.path(), &r) else {
+        let Err(LoadError::Fetch(e)) = fetch(dir.path(), &r, &PullOptions::default()) else {
             panic!("an unpinned module must be fetched");
         };
         assert!(e.contains("check that the server is up"), "{e}");
@@ -202,7 +272,10 @@ mod tests {
         std::fs::write(dir.path().join(format!("{pin}.wasm")), b"damaged").unwrap();
         let (url, t) = serve(vec![ok(&bytes, true)]);
         let r = parse(&format!("{url}/m.wasm#sha256={pin}")).unwrap();
-        assert_eq!(fetch(dir.path(), &r).unwrap(), (pin.clone(), bytes.clone()));
+        assert_eq!(
+            fetch(dir.path(), &r, &PullOptions::default()).unwrap(),
+            (pin.clone(), bytes.clone())
+        );
         t.join().unwrap();
         assert_eq!(
             std::fs::read(dir.path().join(format!("{pin}.wasm"))).unwrap(),
@@ -215,7 +288,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (url, t) = serve(vec![ok(&[0u8; 4096], false)]);
         let r = parse(&format!("{url}/big.wasm")).unwrap();
-        let Err(LoadError::Fetch(e)) = fetch_capped(dir.path(), &r, 1024) else {
+        let Err(LoadError::Fetch(e)) = fetch_capped(dir.path(), &r, &PullOptions::default(), 1024) else {
             panic!("an oversized module must be refused");
         };
         t.join().unwrap();

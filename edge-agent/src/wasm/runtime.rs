@@ -8,27 +8,47 @@
 //! probe task; its view gives the container's `started` and `ready`, and a
 //! failed liveness or startup probe kills the instance, which then restarts
 //! through the same back-off path as a crash (last state `terminated`,
-//! reason `Error`, exit code 137, the probe's message). Wasm pods share the
-//! node's network, so `httpGet` and `tcpSocket` checks go to `127.0.0.1`
-//! unless the probe names a `host`. `exec` probes cannot run in a Wasm
-//! instance: they are accepted (as Kubernetes would) and every check fails
-//! with [`EXEC_UNSUPPORTED`].
+//! reason `Error`, exit code 137, the probe's message). `httpGet` and
+//! `tcpSocket` checks of an HTTP container go to the pod's IP (where it
+//! listens); a command container cannot listen (no sockets), so its checks
+//! go to the node's loopback, [`PROBE_HOST`]. A probe naming a `host` goes
+//! there.
+//! `exec` probes cannot run in a Wasm instance: they are accepted (as
+//! Kubernetes would) and every check fails with [`EXEC_UNSUPPORTED`].
+//!
+//! Pod IPs ([`crate::podip`]): with `--pod-cidr` every Wasm pod gets its own
+//! address from it (released when the pod stops), else the node's
+//! InternalIP; `status` reports it as `podIP`/`podIPs`.
+//!
+//! HTTP pods ([`super::http`]): a container whose component exports
+//! `wasi:http/incoming-handler` is served on `<pod IP>:<its first TCP
+//! containerPort>` instead of run. It waits with `CreateContainerConfigError`
+//! without such a port (or with a bad `shturman.io/allow-outbound`), with
+//! [`PORT_CONFLICT`] while the address and port are taken (pods share the
+//! node's IP without `--pod-cidr`). It is `running` while the listener is
+//! up and ready through its readiness probe, or as soon as it listens
+//! without one. A failed liveness probe closes the listener and serves
+//! again after the restart back-off, as a crash would.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use shturman_api::core::{Container, ContainerState, ContainerStatus, PodStatus, RestartPolicy};
+use shturman_api::core::pod_status::PodIp;
+use shturman_api::core::{Container, ContainerState, ContainerStatus, PodStatus, Protocol, RestartPolicy};
 use shturman_api::meta::Time;
 use shturman_api::wire::DesiredPod;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::podip::{self, NetworkSettings, PodIpAllocator, Ports};
 use crate::probe::check::{Target, Unsupported};
 use crate::probe::{self, ProbeSet, ProbeView};
 
-use super::engine::{EngineOptions, RunSpec, WasmEngine};
+use super::engine::{Compiled, EngineOptions, RunSpec, WasmEngine};
+use super::http::{self, HttpOptions, OutboundPolicy, ServeSpec};
 use super::lifecycle::{self, Backoff, Exit};
 use super::limits::Limits;
 use super::logs::{LogLimits, LogStore};
@@ -52,6 +72,13 @@ pub struct WasmOptions {
     pub worker_threads: Option<usize>,
     /// Raised whenever a container's status changes (see [`crate::runtime::Runtimes::changed`]).
     pub changed: Arc<tokio::sync::Notify>,
+    /// Pod IPs and the outbound allow-list (`--pod-cidr`, `--node-ip`, `--service-cidr`).
+    pub network: NetworkSettings,
+    /// How HTTP pods are served.
+    pub http: HttpOptions,
+    /// Registries whose Wasm artifacts are pulled over plain http
+    /// (`--insecure-registries`; loopback registries always are).
+    pub insecure_registries: Vec<String>,
 }
 
 /// Environment variable shortening the restart back-off's base, in
@@ -90,6 +117,9 @@ impl WasmOptions {
             logs: LogLimits::default(),
             worker_threads: None,
             changed: Arc::default(),
+            network: NetworkSettings::default(),
+            http: HttpOptions::default(),
+            insecure_registries: Vec::new(),
         }
     }
 }
@@ -97,9 +127,12 @@ impl WasmOptions {
 /// Why every `exec` probe of a Wasm container fails.
 pub const EXEC_UNSUPPORTED: &str = "exec probes are not supported for Wasm containers";
 
-/// Where probes of Wasm containers connect: the node's loopback (Wasm pods
-/// share the node's network).
+/// Where probes of command (non-HTTP) Wasm containers connect: the node's
+/// loopback (they cannot listen themselves; a probe checks the node).
 pub const PROBE_HOST: &str = "127.0.0.1";
+
+/// Waiting reason of an HTTP pod whose address and port are taken.
+pub const PORT_CONFLICT: &str = "PortConflict";
 
 /// The runtime could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +171,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// A pod this runtime runs.
 struct PodRun {
     uid: String,
+    /// Its IP (from `--pod-cidr`, else the node's).
+    ip: IpAddr,
     dir: PathBuf,
     start_time: Time,
     /// Readiness last reported and since when (a stable transition time).
@@ -153,6 +188,19 @@ struct Inner {
     modules: ModuleCache,
     logs: LogStore,
     exec: tokio::runtime::Handle,
+    /// The node's InternalIP: every pod's IP without `--pod-cidr`.
+    node_ip: IpAddr,
+    net: Mutex<Net>,
+}
+
+/// Who has which address and port.
+#[derive(Debug, Default)]
+struct Net {
+    /// `--pod-cidr`'s addresses, when set.
+    ips: Option<PodIpAllocator>,
+    ports: Ports,
+    /// Pod IPs this runtime added to the host (removed when released).
+    added: HashSet<IpAddr>,
 }
 
 /// The Wasm runtime (wasmtime, in-process).
@@ -177,8 +225,20 @@ impl WasmRuntime {
             .enable_all()
             .build()
             .map_err(|e| WasmError(format!("wasm executor: {e}")))?;
+        let ips = opts
+            .network
+            .pod_cidr
+            .map(PodIpAllocator::new)
+            .transpose()
+            .map_err(|e| WasmError(e.to_string()))?;
+        let node_ip = opts.network.node_ip.unwrap_or_else(|| {
+            crate::facts::internal_ip()
+                .parse()
+                .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
+        });
         let engine = Arc::new(WasmEngine::new(&opts.engine).map_err(WasmError)?);
-        let modules = ModuleCache::new(opts.data_dir.join("wasm").join("modules"), engine.clone());
+        let modules = ModuleCache::new(opts.data_dir.join("wasm").join("modules"), engine.clone())
+            .with_insecure_registries(opts.insecure_registries.clone());
         let logs = LogStore::new(opts.data_dir.join("logs"), opts.logs.clone());
         Ok(WasmRuntime {
             inner: Arc::new(Inner {
@@ -187,6 +247,11 @@ impl WasmRuntime {
                 modules,
                 logs,
                 exec: executor.handle().clone(),
+                node_ip,
+                net: Mutex::new(Net {
+                    ips,
+                    ..Net::default()
+                }),
             }),
             pods: Mutex::default(),
             executor: Some(executor),
@@ -208,6 +273,9 @@ impl Drop for WasmRuntime {
     fn drop(&mut self) {
         for (_, run) in lock(&self.pods).drain() {
             run.task.abort();
+        }
+        for ip in lock(&self.inner.net).added.drain() {
+            podip::host::remove(ip);
         }
         if let Some(rt) = self.executor.take() {
             rt.shutdown_background();
@@ -249,6 +317,16 @@ impl Runtime for WasmRuntime {
             Some(_) => self.stop(&key, Duration::ZERO).await?,
             None => {}
         }
+        let ip = {
+            let mut net = lock(&self.inner.net);
+            match net.ips.as_mut() {
+                Some(ips) => ips.allocate(&key.to_string()).map_err(|e| RuntimeError {
+                    reason: "FailedCreatePodSandBox".into(),
+                    message: e.to_string(),
+                })?,
+                None => self.inner.node_ip,
+            }
+        };
         let dir = self
             .inner
             .opts
@@ -280,6 +358,7 @@ impl Runtime for WasmRuntime {
             Arc::new(pod.clone()),
             key.clone(),
             dir.clone(),
+            ip,
             refs,
             records.clone(),
             cancel_rx,
@@ -288,6 +367,7 @@ impl Runtime for WasmRuntime {
             key,
             PodRun {
                 uid,
+                ip,
                 dir,
                 start_time: now(),
                 ready: Mutex::new((false, now())),
@@ -313,6 +393,15 @@ impl Runtime for WasmRuntime {
             tracing::warn!(pod = %key, "wasm pod did not stop within its grace period; aborting");
             run.task.abort();
         }
+        // Its address and ports are free again; an address added to the
+        // host for it goes.
+        let owner = key.to_string();
+        let remove_ip = {
+            let mut net = lock(&self.inner.net);
+            net.ports.release_all(&owner);
+            let released = net.ips.as_mut().and_then(|ips| ips.release(&owner));
+            released.filter(|ip| net.added.remove(ip))
+        };
         let (logs, key, dir) = (self.inner.logs.clone(), key.clone(), run.dir);
         let _ = self
             .inner
@@ -320,6 +409,9 @@ impl Runtime for WasmRuntime {
             .spawn_blocking(move || {
                 logs.remove_pod(&key);
                 let _ = std::fs::remove_dir_all(dir);
+                if let Some(ip) = remove_ip {
+                    podip::host::remove(ip);
+                }
             })
             .await;
         Ok(())
@@ -350,6 +442,10 @@ impl Runtime for WasmRuntime {
             conditions: lifecycle::conditions(&statuses, run.start_time, ready_changed),
             start_time: Some(run.start_time),
             container_statuses: statuses,
+            pod_ip: Some(run.ip.to_string()),
+            pod_ips: vec![PodIp {
+                ip: run.ip.to_string(),
+            }],
             ..PodStatus::default()
         })
     }
@@ -376,11 +472,13 @@ async fn pause(d: Duration, cancel: &watch::Receiver<bool>) -> bool {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_pod(
     inner: Arc<Inner>,
     pod: Arc<DesiredPod>,
     key: PodKey,
     dir: PathBuf,
+    ip: IpAddr,
     refs: Vec<ModuleRef>,
     records: Vec<Shared>,
     cancel: watch::Receiver<bool>,
@@ -407,6 +505,7 @@ async fn run_pod(
             pod.clone(),
             key.clone(),
             dir.clone(),
+            ip,
             c.clone(),
             r,
             rec,
@@ -423,6 +522,7 @@ async fn supervise(
     pod: Arc<DesiredPod>,
     key: PodKey,
     dir: PathBuf,
+    ip: IpAddr,
     c: Container,
     r: ModuleRef,
     rec: Shared,
@@ -460,6 +560,22 @@ async fn supervise(
                 continue;
             }
         };
+        // An HTTP component listens before it counts as running.
+        let http = match &loaded.compiled {
+            Compiled::Http(pre) => match listen(&inner, &pod, &key, ip, &c).await {
+                Ok((listener, port, outbound)) => Some((pre.clone(), listener, port, outbound)),
+                Err((reason, message)) => {
+                    setup_failures = setup_failures.saturating_add(1);
+                    tracing::warn!(pod = %key, container = %c.name, %reason, %message, "wasm HTTP container not serving");
+                    set_state(ContainerState::waiting(reason, Some(message)));
+                    if !pause(backoff.delay(setup_failures), &cancel).await {
+                        return;
+                    }
+                    continue;
+                }
+            },
+            _ => None,
+        };
         setup_failures = 0;
         let output = inner.logs.open_run(&key, &uid, &c.name);
         let sink = output.stream(super::logs::Stream::Stdout);
@@ -468,7 +584,11 @@ async fn supervise(
         let mut probes = probe::run::spawn(
             ProbeSet::of(&c),
             Target {
-                host: PROBE_HOST.into(),
+                host: if http.is_some() {
+                    ip.to_string()
+                } else {
+                    PROBE_HOST.into()
+                },
                 container: c.name.clone(),
                 exec: Arc::new(Unsupported(EXEC_UNSUPPORTED)),
             },
@@ -489,21 +609,49 @@ async fn supervise(
         }
         changed.notify_one();
         let (argv, env, preopens) = spec_parts;
-        let spec = RunSpec {
-            argv,
-            env,
-            preopens,
-            limits: Limits::of(&c),
-            output,
-        };
         let began = Instant::now();
-        let exit = tokio::select! {
-            e = inner.engine.run(&loaded.compiled, spec) => e,
-            () = cancelled(cancel.clone()) => Ok(Exit::Killed),
-            r = probe::run::restart_requested(probes.as_mut()) => {
-                // Dropping the run stops the instance; keep its last partial line.
-                sink.finish();
-                Ok(Exit::Unhealthy(r.message))
+        let exit = match http {
+            Some((pre, listener, port, outbound)) => {
+                let spec = ServeSpec {
+                    pre,
+                    argv,
+                    env,
+                    preopens,
+                    limits: Limits::of(&c),
+                    output,
+                    outbound,
+                    options: inner.opts.http.clone(),
+                    tick: inner.engine.tick(),
+                    pool: inner.engine.http_slots(),
+                };
+                tracing::info!(pod = %key, container = %c.name, address = %std::net::SocketAddr::new(ip, port), "wasm HTTP container serving");
+                let exit = tokio::select! {
+                    e = http::serve(listener, spec, cancel.clone()) => Ok(e),
+                    r = probe::run::restart_requested(probes.as_mut()) => {
+                        sink.finish();
+                        Ok(Exit::Unhealthy(r.message))
+                    }
+                };
+                lock(&inner.net).ports.release(ip, port, &key.to_string());
+                exit
+            }
+            None => {
+                let spec = RunSpec {
+                    argv,
+                    env,
+                    preopens,
+                    limits: Limits::of(&c),
+                    output,
+                };
+                tokio::select! {
+                    e = inner.engine.run(&loaded.compiled, spec) => e,
+                    () = cancelled(cancel.clone()) => Ok(Exit::Killed),
+                    r = probe::run::restart_requested(probes.as_mut()) => {
+                        // Dropping the run stops the instance; keep its last partial line.
+                        sink.finish();
+                        Ok(Exit::Unhealthy(r.message))
+                    }
+                }
             }
         };
         // The run is over: so is its probing (not running: neither started nor ready).
@@ -569,6 +717,77 @@ fn should_continue(policy: RestartPolicy, exit: &Exit, cancel: &watch::Receiver<
 
 type Parts = (Vec<String>, Vec<(String, String)>, Vec<volumes::Preopen>);
 
+/// The port an HTTP container listens on: its first TCP `containerPort`.
+pub fn http_port(c: &Container) -> Result<u16, String> {
+    let port = c
+        .ports
+        .iter()
+        .find(|p| p.protocol.unwrap_or_default() == Protocol::Tcp)
+        .ok_or_else(|| {
+            format!(
+                "container {:?} is an HTTP component (it exports wasi:http/incoming-handler) and needs a TCP containerPort to listen on, e.g. ports: [{{containerPort: 8080}}]",
+                c.name
+            )
+        })?;
+    u16::try_from(port.container_port)
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| format!("containerPort {} is not a port (1-65535)", port.container_port))
+}
+
+/// Makes an HTTP container's address local, claims its port and opens
+/// its listener; or a waiting reason and message.
+async fn listen(
+    inner: &Inner,
+    pod: &DesiredPod,
+    key: &PodKey,
+    ip: IpAddr,
+    c: &Container,
+) -> Result<(tokio::net::TcpListener, u16, OutboundPolicy), (&'static str, String)> {
+    let config_error = |m: String| (lifecycle::CREATE_CONTAINER_CONFIG_ERROR, m);
+    let port = http_port(c).map_err(config_error)?;
+    let outbound = OutboundPolicy::of(&pod.pod.metadata.annotations, inner.opts.network.service_cidr)
+        .map_err(config_error)?;
+    let shared_ip = inner.opts.network.pod_cidr.is_none();
+    let hint = if shared_ip {
+        " (without --pod-cidr Wasm pods share the node's IP: give the agent a --pod-cidr so each pod gets its own)"
+    } else {
+        ""
+    };
+    let owner = key.to_string();
+    lock(&inner.net)
+        .ports
+        .claim(ip, port, &owner)
+        .map_err(|e| (PORT_CONFLICT, format!("{e}{hint}")))?;
+    let release = || lock(&inner.net).ports.release(ip, port, &owner);
+    if !shared_ip {
+        let ensured = tokio::task::spawn_blocking(move || podip::host::ensure(ip))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        match ensured {
+            Ok(true) => {
+                lock(&inner.net).added.insert(ip);
+            }
+            Ok(false) => {}
+            Err(message) => {
+                release();
+                return Err((lifecycle::CREATE_CONTAINER_ERROR, message));
+            }
+        }
+    }
+    match http::bind(ip, port) {
+        Ok(listener) => Ok((listener, port, outbound)),
+        Err(e) => {
+            release();
+            Err(match e {
+                http::BindError::InUse { .. } => (PORT_CONFLICT, format!("{e}{hint}")),
+                http::BindError::Other { .. } => (lifecycle::CREATE_CONTAINER_ERROR, e.to_string()),
+            })
+        }
+    }
+}
+
 /// Everything a run needs, or a waiting reason and message.
 async fn prepare(
     inner: &Inner,
@@ -577,7 +796,8 @@ async fn prepare(
     c: &Container,
     r: &ModuleRef,
 ) -> Result<(super::modules::Loaded, Parts), (&'static str, String)> {
-    let loaded = inner.modules.load(r).await.map_err(|e| match e {
+    let pull = super::modules::Pull::of(pod, c);
+    let loaded = inner.modules.load_for(r, pull).await.map_err(|e| match e {
         LoadError::Fetch(m) => (lifecycle::ERR_IMAGE_PULL, m),
         LoadError::Compile(m) => (lifecycle::CREATE_CONTAINER_ERROR, m),
     })?;
