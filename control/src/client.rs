@@ -44,6 +44,11 @@ impl Client {
         Client { state }
     }
 
+    /// The nodes' Service proxy counters.
+    pub fn proxy_stats(&self) -> &Arc<crate::gateway::proxy_stats::ProxyStatsHub> {
+        &self.state.proxy_stats
+    }
+
     /// The store under the API (informers watch it directly).
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.state.store

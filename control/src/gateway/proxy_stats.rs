@@ -11,12 +11,11 @@
 //! own cumulative counts, so a control-plane restart loses nothing the
 //! next message does not bring back.
 //!
-//! The figures are kept in one process-wide [`registry`], as Prometheus
-//! client libraries keep their default registry: the gateway writes it and
-//! the API server's `/metrics` reads it, without either owning the other.
+//! The figures are kept in the API server's state ([`ProxyStatsHub`], reached
+//! through the gateway's client): the gateway writes it and `/metrics` reads it.
 
 use std::collections::BTreeMap;
-use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use shturman_api::wire::{ProxyPortStats, ProxyStats, Stamp};
@@ -46,13 +45,6 @@ pub struct ProxyStatsHub {
 pub struct Sample {
     pub node: String,
     pub stats: ProxyPortStats,
-}
-
-static REGISTRY: LazyLock<ProxyStatsHub> = LazyLock::new(ProxyStatsHub::default);
-
-/// The process-wide hub the gateway fills and `/metrics` reads.
-pub fn registry() -> &'static ProxyStatsHub {
-    &REGISTRY
 }
 
 impl ProxyStatsHub {
@@ -130,7 +122,7 @@ impl Shared {
             );
             return;
         }
-        if !registry().apply(node, stats, Instant::now()) {
+        if !self.client.proxy_stats().apply(node, stats, Instant::now()) {
             tracing::debug!(node, "stale proxy counters dropped");
         }
     }

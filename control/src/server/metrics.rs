@@ -17,9 +17,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::gateway::proxy_stats::{self, Sample};
+use crate::gateway::proxy_stats::Sample;
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 12] = [
@@ -115,7 +115,6 @@ impl Metrics {
         for (name, help, value) in extra {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
         }
-        render_proxy(&mut out, &proxy_stats::registry().snapshot(Instant::now()));
         out
     }
 }
@@ -198,7 +197,6 @@ mod tests {
         );
         assert!(text.contains("shturman_apiserver_request_duration_seconds_count{verb=\"create\"} 2"));
         assert!(text.contains("shturman_store_revision 7"));
-        assert!(text.contains("# TYPE shturman_proxy_connections_total counter"));
     }
 
     #[test]

@@ -54,6 +54,8 @@ pub struct State {
     stop: tokio::sync::watch::Sender<bool>,
     /// Open log requests to nodes (the node gateway answers them).
     pub logs: Arc<crate::gateway::logs::LogHub>,
+    /// The nodes' Service proxy counters (the gateway fills it, `/metrics` reads it).
+    pub proxy_stats: Arc<crate::gateway::proxy_stats::ProxyStatsHub>,
     /// Where Services' cluster IPs and node ports come from.
     pub service_network: alloc::ServiceNetwork,
 }
@@ -77,6 +79,7 @@ impl State {
             metrics: metrics::Metrics::default(),
             stop: tokio::sync::watch::channel(false).0,
             logs: Arc::default(),
+            proxy_stats: Arc::default(),
             service_network: network,
         })
     }
@@ -236,7 +239,7 @@ pub fn router(state: Arc<State>) -> Router {
                     let rev = s.store.revision().await.unwrap_or(0);
                     let logs = &s.logs.metrics;
                     #[allow(clippy::cast_precision_loss)]
-                    let text = s.metrics.render(&[
+                    let mut text = s.metrics.render(&[
                         (
                             "shturman_store_revision",
                             "The store's latest durable revision.",
@@ -258,6 +261,7 @@ pub fn router(state: Arc<State>) -> Router {
                             s.logs.open_streams() as f64,
                         ),
                     ]);
+                    metrics::render_proxy(&mut text, &s.proxy_stats.snapshot(std::time::Instant::now()));
                     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
                 }
             }),
