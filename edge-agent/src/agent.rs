@@ -166,6 +166,7 @@ pub async fn run(
         log_stores,
     );
     let cfg_node_ip = cfg.node_ip;
+    let cfg_service_cidr = cfg.service_cidr;
     let mut agent = Agent {
         logs,
         key: sign::mac_key(&identity.node_secret),
@@ -187,6 +188,7 @@ pub async fn run(
         proxy: Proxy::start(ProxyConfig {
             node_ip: cfg_node_ip,
             manage_interface: true,
+            service_cidr: Some(cfg_service_cidr),
             ..ProxyConfig::default()
         }),
         proxy_stats_sent: false,

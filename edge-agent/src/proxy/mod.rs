@@ -56,6 +56,9 @@ pub struct ProxyConfig {
     /// Whether cluster IPs outside `127/8` are added to [`netif::IFACE`]
     /// (off in tests that must not touch the host's interfaces).
     pub manage_interface: bool,
+    /// The cluster's `--service-cidr`: only addresses inside it are ever
+    /// tidied away from the interface (pod IPs may share it).
+    pub service_cidr: Option<(IpAddr, u8)>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -243,7 +246,7 @@ async fn run(shared: Arc<Shared>, config: ProxyConfig) {
         };
 
         let local = if config.manage_interface {
-            sync_interface(&mut iface, &plan.cluster_ips, has_set).await
+            sync_interface(&mut iface, &plan.cluster_ips, has_set, config.service_cidr).await
         } else {
             BTreeSet::new()
         };
@@ -289,6 +292,7 @@ async fn sync_interface(
     iface: &mut Interface,
     wanted: &BTreeMap<IpAddr, ServiceKey>,
     has_set: bool,
+    service_cidr: Option<(IpAddr, u8)>,
 ) -> BTreeSet<IpAddr> {
     let now = Instant::now();
     iface.failed.retain(|ip, _| wanted.contains_key(ip));
@@ -342,6 +346,7 @@ async fn sync_interface(
                     && !iface.added.contains_key(ip)
                     && netif::needs_interface(*ip)
                     && !is_link_local(*ip)
+                    && service_cidr.is_none_or(|c| crate::podip::contains(c, *ip))
             })),
             Err(e) => tracing::debug!(error = %e, "cannot list the cluster IPs left on this node"),
         }
