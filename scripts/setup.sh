@@ -12,8 +12,9 @@ set -euo pipefail
 # - docker-registry, skopeo, busybox-static: a local OCI registry, and the
 #   busybox image the tests build as an OCI layout and push there;
 # - protobuf-compiler: the containerd/CRI gRPC crates need protoc to build.
+# - haproxy, wrk: the `proxy` benchmark's anchor and its load generator.
 PACKAGES=(gcc pkg-config mosquitto openssl containerd runc containernetworking-plugins
-  docker-registry skopeo busybox-static protobuf-compiler iproute2)
+  docker-registry skopeo busybox-static protobuf-compiler iproute2 haproxy wrk)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -27,9 +28,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
   # The package starts a system-wide broker on 127.0.0.1:1883, the port
   # `shturman control` and `shturman up` embed theirs on by default. The
   # tests start their own Mosquitto: keep the service off if we installed it.
-  # Likewise containerd and docker-registry: the tests run their own.
+  # Likewise containerd, docker-registry and haproxy: tests and benchmarks
+  # run their own.
   if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
-    for svc in mosquitto containerd docker-registry; do
+    for svc in mosquitto containerd docker-registry haproxy; do
       if [[ " ${missing[*]} " == *" $svc "* ]]; then
         $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true
       fi

@@ -11,6 +11,7 @@ mod heartbeats;
 mod oci_start;
 mod podwatch;
 mod procfs;
+mod proxy;
 mod report;
 mod scheduler;
 mod scheduler_e2e;
@@ -31,11 +32,12 @@ struct Args {
     #[arg(long, default_values_t = vec![1, 16, 64])]
     concurrency: Vec<usize>,
     /// Which scenarios to run: `all`, `api-create`, `scheduler`,
-    /// `heartbeats`, `wasm-start`, `footprint`, `tickers` (repeatable).
+    /// `heartbeats`, `wasm-start`, `footprint`, `tickers`, `oci-start`,
+    /// `proxy` (repeatable).
     #[arg(long, default_values_t = vec!["all".to_string()],
           value_parser = clap::builder::PossibleValuesParser::new([
               "all", "api-create", "scheduler", "heartbeats", "wasm-start", "footprint", "tickers",
-              "oci-start",
+              "oci-start", "proxy",
           ]))]
     scenario: Vec<String>,
     /// Warm Wasm pod starts measured by `wasm-start` (after one cold start).
@@ -119,6 +121,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wants("oci-start") {
         oci_start::run(&mut report).await?;
+    }
+    if wants("proxy") {
+        proxy::run(&mut report).await?;
     }
     if wants("footprint") {
         footprint::run(
