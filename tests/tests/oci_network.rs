@@ -21,96 +21,11 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
-use serde_json::Value;
 use shturman_e2e::api::{Api, eventually};
-use shturman_e2e::containerd::Containerd;
-use shturman_e2e::registry::Registry;
-use shturman_e2e::{Up, free_port, oci_image, stderr, stdout};
+use shturman_e2e::oci_env::{OciEnv, admin_token, is_running_and_ready};
+use shturman_e2e::{free_port, stderr, stdout};
 
-/// Restart and pull back-off base for these tests (kubelet's is 10 s).
-const BACKOFF_MS: &str = "500";
 const PAGE: &str = "Hello from a Shturman OCI pod";
-
-/// A private containerd and registry with the busybox images pushed.
-struct Env {
-    // Dropped after the cluster (declared before it), registry first.
-    registry: Registry,
-    containerd: Containerd,
-    /// `127.0.0.1:PORT/busybox-httpd:1`.
-    httpd: String,
-    /// `127.0.0.1:PORT/busybox:1`.
-    busybox: String,
-    _images: tempfile::TempDir,
-}
-
-impl Env {
-    /// With an open registry, or one that wants `creds` (user, password).
-    fn start(creds: Option<(&str, &str)>) -> Env {
-        let containerd = Containerd::start().expect("private containerd");
-        let registry = match creds {
-            Some((u, p)) => Registry::start_with_auth(u, p),
-            None => Registry::start(),
-        }
-        .expect("private registry");
-        containerd
-            .trust_plain_http(&registry.host())
-            .expect("hosts.toml for the registry");
-        let images = tempfile::tempdir().unwrap();
-        let httpd = oci_image::busybox_httpd(&images.path().join("httpd")).expect("busybox-httpd layout");
-        let httpd = registry
-            .push_layout(&httpd.dir, "busybox-httpd:1")
-            .expect("push busybox-httpd");
-        let busybox = oci_image::busybox(&images.path().join("busybox")).expect("busybox layout");
-        let busybox = registry
-            .push_layout(&busybox.dir, "busybox:1")
-            .expect("push busybox");
-        Env {
-            registry,
-            containerd,
-            httpd,
-            busybox,
-            _images: images,
-        }
-    }
-
-    /// `shturman up` with its agent on this containerd.
-    fn up(&self, node: &str) -> Up {
-        let socket = self.containerd.socket().display().to_string();
-        Up::start_with_env(
-            Some(node),
-            &["--containerd-socket", &socket],
-            &[("SHTURMAN_RESTART_BACKOFF_BASE_MS", BACKOFF_MS)],
-        )
-        .expect("shturman up")
-    }
-
-    /// What went on, for a failure message.
-    fn logs(&self, up: &Up) -> String {
-        format!(
-            "--- shturman up ---\n{}\n--- containerd (tail) ---\n{}\n--- registry (tail) ---\n{}",
-            up.log_text(),
-            shturman_e2e::containerd::tail(&self.containerd.log_text(), 40),
-            shturman_e2e::containerd::tail(&self.registry.log_text(), 20),
-        )
-    }
-}
-
-fn token(up: &Up) -> String {
-    std::fs::read_to_string(up.admin_conf())
-        .expect("admin.conf")
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("token: ").map(str::to_string))
-        .expect("a token in admin.conf")
-}
-
-fn is_running_and_ready(p: &Value) -> bool {
-    p["status"]["phase"] == "Running"
-        && p["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-}
 
 /// `GET http://addr/`: the body of a 200 answer.
 fn http_get(addr: &str) -> Option<String> {
@@ -245,9 +160,9 @@ async fn node_ip(api: &Api, node: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_ports_reach_the_pod_and_its_containers_share_localhost() {
-    let env = tokio::task::block_in_place(|| Env::start(None));
+    let env = tokio::task::block_in_place(OciEnv::start);
     let up = tokio::task::block_in_place(|| env.up("edge-net"));
-    let api = Api::new(&up.url, &token(&up));
+    let api = Api::new(&up.url, &admin_token(&up));
     let host_port = free_port();
     let _cleanup = HostPortRules::new(host_port);
     let manifest = format!(
@@ -372,9 +287,9 @@ spec:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn image_pull_secrets_authenticate_pulls_from_a_private_registry() {
     let (user, pass) = ("fleet", "s3cret-pull-pass");
-    let env = tokio::task::block_in_place(|| Env::start(Some((user, pass))));
+    let env = tokio::task::block_in_place(|| OciEnv::start_with(Some((user, pass))));
     let up = tokio::task::block_in_place(|| env.up("edge-auth"));
-    let api = Api::new(&up.url, &token(&up));
+    let api = Api::new(&up.url, &admin_token(&up));
     let host = env.registry.host();
 
     // Without credentials the registry says 401: ErrImagePull, then

@@ -21,104 +21,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use shturman_e2e::api::{Api, eventually};
-use shturman_e2e::containerd::{CRI_NAMESPACE, Containerd};
-use shturman_e2e::registry::Registry;
-use shturman_e2e::{Up, binary, oci_image, stderr, stdout, workspace_root};
-
-/// Restart and pull back-off base for these tests (kubelet's is 10 s).
-const BACKOFF_MS: &str = "500";
-
-/// A private containerd and registry with the busybox images pushed.
-struct Env {
-    // Dropped after the cluster (declared before it), registry first.
-    registry: Registry,
-    containerd: Containerd,
-    /// `127.0.0.1:PORT/busybox-httpd:1`.
-    httpd: String,
-    /// `127.0.0.1:PORT/busybox:1`.
-    busybox: String,
-    _images: tempfile::TempDir,
-}
-
-impl Env {
-    fn start() -> Env {
-        let containerd = Containerd::start().expect("private containerd");
-        let registry = Registry::start().expect("private registry");
-        containerd
-            .trust_plain_http(&registry.host())
-            .expect("hosts.toml for the registry");
-        let images = tempfile::tempdir().unwrap();
-        let httpd = oci_image::busybox_httpd(&images.path().join("httpd")).expect("busybox-httpd layout");
-        let httpd = registry
-            .push_layout(&httpd.dir, "busybox-httpd:1")
-            .expect("push busybox-httpd");
-        let busybox = oci_image::busybox(&images.path().join("busybox")).expect("busybox layout");
-        let busybox = registry
-            .push_layout(&busybox.dir, "busybox:1")
-            .expect("push busybox");
-        Env {
-            registry,
-            containerd,
-            httpd,
-            busybox,
-            _images: images,
-        }
-    }
-
-    /// `shturman up` with its agent on this containerd.
-    fn up(&self, node: &str) -> Up {
-        let socket = self.containerd.socket().display().to_string();
-        Up::start_with_env(
-            Some(node),
-            &["--containerd-socket", &socket],
-            &[("SHTURMAN_RESTART_BACKOFF_BASE_MS", BACKOFF_MS)],
-        )
-        .expect("shturman up")
-    }
-
-    /// What went on, for a failure message.
-    fn logs(&self, up: &Up) -> String {
-        format!(
-            "--- shturman up ---\n{}\n--- containerd (tail) ---\n{}\n--- registry (tail) ---\n{}",
-            up.log_text(),
-            shturman_e2e::containerd::tail(&self.containerd.log_text(), 40),
-            shturman_e2e::containerd::tail(&self.registry.log_text(), 20),
-        )
-    }
-
-    /// The host pid of a container's process (`ctr tasks ls` in `k8s.io`).
-    fn pid_of(&self, container_id: &str) -> u32 {
-        let id = container_id.trim_start_matches("containerd://");
-        let tasks = self
-            .containerd
-            .ctr_ok(&["-n", CRI_NAMESPACE, "tasks", "ls"])
-            .expect("ctr tasks ls");
-        tasks
-            .lines()
-            .find_map(|l| {
-                let mut f = l.split_whitespace();
-                (f.next() == Some(id)).then(|| f.next()?.parse().ok()).flatten()
-            })
-            .unwrap_or_else(|| panic!("no task {id} in:\n{tasks}"))
-    }
-}
-
-fn token(up: &Up) -> String {
-    std::fs::read_to_string(up.admin_conf())
-        .expect("admin.conf")
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("token: ").map(str::to_string))
-        .expect("a token in admin.conf")
-}
-
-fn is_running_and_ready(p: &Value) -> bool {
-    p["status"]["phase"] == "Running"
-        && p["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-}
+use shturman_e2e::oci_env::{OciEnv, admin_token, is_running_and_ready};
+use shturman_e2e::{binary, stderr, stdout, workspace_root};
 
 /// `GET http://ip:80/`: the body of a 200 answer.
 fn http_get(ip: &str) -> Option<String> {
@@ -163,9 +67,9 @@ fn seed_manifest(image: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_deployment_serves_restarts_and_stalls_on_a_missing_image() {
-    let env = tokio::task::block_in_place(Env::start);
+    let env = tokio::task::block_in_place(OciEnv::start);
     let mut up = tokio::task::block_in_place(|| env.up("edge-oci"));
-    let api = Api::new(&up.url, &token(&up));
+    let api = Api::new(&up.url, &admin_token(&up));
 
     let out = up.cli_stdin(&["apply", "-f", "-"], Some(&seed_manifest(&env.httpd)));
     assert!(out.status.success(), "{}", stderr(&out));
@@ -238,7 +142,7 @@ async fn seed_deployment_serves_restarts_and_stalls_on_a_missing_image() {
         );
     }
     tokio::task::block_in_place(|| up.spawn()).expect("shturman up again");
-    let api = Api::new(&up.url, &token(&up));
+    let api = Api::new(&up.url, &admin_token(&up));
     let pods = eventually(
         "the same 3 pods adopted, Running and Ready",
         Duration::from_secs(90),
@@ -360,9 +264,9 @@ async fn seed_deployment_serves_restarts_and_stalls_on_a_missing_image() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_limit_ends_oom_killed_and_logs_come_from_cri_files() {
-    let env = tokio::task::block_in_place(Env::start);
+    let env = tokio::task::block_in_place(OciEnv::start);
     let up = tokio::task::block_in_place(|| env.up("edge-oci-2"));
-    let api = Api::new(&up.url, &token(&up));
+    let api = Api::new(&up.url, &admin_token(&up));
     let manifest = format!(
         "apiVersion: v1
 kind: Pod

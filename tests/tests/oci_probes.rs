@@ -17,79 +17,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use shturman_e2e::api::{Api, eventually};
-use shturman_e2e::containerd::Containerd;
-use shturman_e2e::registry::Registry;
-use shturman_e2e::{Up, oci_image, stderr, stdout};
-
-/// Restart and pull back-off base for these tests (kubelet's is 10 s).
-const BACKOFF_MS: &str = "500";
-
-/// A private containerd and registry with the busybox images pushed.
-struct Env {
-    // Dropped after the cluster (declared before it), registry first.
-    registry: Registry,
-    containerd: Containerd,
-    /// `127.0.0.1:PORT/busybox-httpd:1`.
-    httpd: String,
-    /// `127.0.0.1:PORT/busybox:1`.
-    busybox: String,
-    _images: tempfile::TempDir,
-}
-
-impl Env {
-    fn start() -> Env {
-        let containerd = Containerd::start().expect("private containerd");
-        let registry = Registry::start().expect("private registry");
-        containerd
-            .trust_plain_http(&registry.host())
-            .expect("hosts.toml for the registry");
-        let images = tempfile::tempdir().unwrap();
-        let httpd = oci_image::busybox_httpd(&images.path().join("httpd")).expect("busybox-httpd layout");
-        let httpd = registry
-            .push_layout(&httpd.dir, "busybox-httpd:1")
-            .expect("push busybox-httpd");
-        let busybox = oci_image::busybox(&images.path().join("busybox")).expect("busybox layout");
-        let busybox = registry
-            .push_layout(&busybox.dir, "busybox:1")
-            .expect("push busybox");
-        Env {
-            registry,
-            containerd,
-            httpd,
-            busybox,
-            _images: images,
-        }
-    }
-
-    /// `shturman up` with its agent on this containerd.
-    fn up(&self, node: &str) -> Up {
-        let socket = self.containerd.socket().display().to_string();
-        Up::start_with_env(
-            Some(node),
-            &["--containerd-socket", &socket],
-            &[("SHTURMAN_RESTART_BACKOFF_BASE_MS", BACKOFF_MS)],
-        )
-        .expect("shturman up")
-    }
-
-    /// What went on, for a failure message.
-    fn logs(&self, up: &Up) -> String {
-        format!(
-            "--- shturman up ---\n{}\n--- containerd (tail) ---\n{}\n--- registry (tail) ---\n{}",
-            up.log_text(),
-            shturman_e2e::containerd::tail(&self.containerd.log_text(), 40),
-            shturman_e2e::containerd::tail(&self.registry.log_text(), 20),
-        )
-    }
-}
-
-fn token(up: &Up) -> String {
-    std::fs::read_to_string(up.admin_conf())
-        .expect("admin.conf")
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("token: ").map(str::to_string))
-        .expect("a token in admin.conf")
-}
+use shturman_e2e::oci_env::{OciEnv, admin_token, is_running_and_ready};
+use shturman_e2e::{stderr, stdout};
 
 /// The status of the pod condition `kind` (`"True"`, `"False"`, or `""`).
 fn condition(p: &Value, kind: &str) -> String {
@@ -101,10 +30,6 @@ fn condition(p: &Value, kind: &str) -> String {
         .and_then(|c| c["status"].as_str())
         .unwrap_or_default()
         .to_string()
-}
-
-fn is_running_and_ready(p: &Value) -> bool {
-    p["status"]["phase"] == "Running" && condition(p, "Ready") == "True"
 }
 
 fn pod_ip(p: &Value) -> String {
@@ -151,9 +76,9 @@ fn endpoint_ips(ep: &Value, field: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_readiness_makes_pods_ready_and_a_closed_port_keeps_one_unready() {
-    let env = tokio::task::block_in_place(Env::start);
+    let env = tokio::task::block_in_place(OciEnv::start);
     let up = tokio::task::block_in_place(|| env.up("edge-probes"));
-    let api = Api::new(&up.url, &token(&up));
+    let api = Api::new(&up.url, &admin_token(&up));
     let manifest = format!(
         "apiVersion: apps/v1
 kind: Deployment
@@ -316,9 +241,9 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_liveness_probe_restarts_the_container_with_the_probes_message() {
-    let env = tokio::task::block_in_place(Env::start);
+    let env = tokio::task::block_in_place(OciEnv::start);
     let up = tokio::task::block_in_place(|| env.up("edge-liveness"));
-    let api = Api::new(&up.url, &token(&up));
+    let api = Api::new(&up.url, &admin_token(&up));
     // Healthy for 6 s, then the file goes and `cat` fails. The sleep is
     // PID 1 of its PID namespace and ignores SIGTERM: the probe's 2 s grace
     // period ends in SIGKILL (exit 137), long before the pod's 30 s.
