@@ -45,15 +45,12 @@ use crate::probe::check::{self as probe_check, Target};
 use crate::probe::run::ProbeRun;
 use crate::probe::{self, ProbeSet, ProbeView};
 use crate::runtime::{CONTAINERD, PodClass, Runtime, RuntimeError};
-use crate::wasm::lifecycle::{self, Backoff, Exit};
+use crate::wasm::lifecycle::{self, BACKOFF_BASE_ENV, Backoff, Exit, backoff_with_base};
 
 /// Waiting reason when the sandbox (pause container, network) cannot be made.
 pub const CREATE_POD_SANDBOX_ERROR: &str = "CreatePodSandboxError";
 /// Waiting reason for an absent image with `imagePullPolicy: Never`.
 pub const ERR_IMAGE_NEVER_PULL: &str = "ErrImageNeverPull";
-/// Environment variable shortening the restart and pull back-off's base, in
-/// milliseconds (the Wasm runtime reads the same one; for tests).
-pub const BACKOFF_BASE_ENV: &str = "SHTURMAN_RESTART_BACKOFF_BASE_MS";
 /// Grace given to containers of sandboxes the janitor removes.
 const ORPHAN_GRACE: Duration = Duration::from_secs(10);
 
@@ -95,19 +92,6 @@ impl OciOptions {
             janitor_every: Duration::from_secs(60),
             changed: Arc::default(),
         }
-    }
-}
-
-/// The default back-off with its base from `value` (milliseconds) when it
-/// is a positive number.
-pub fn backoff_with_base(value: Option<&str>) -> Backoff {
-    let default = Backoff::default();
-    match value.map(|v| v.trim().parse::<u64>()) {
-        Some(Ok(ms)) if ms > 0 => Backoff {
-            base: Duration::from_millis(ms).min(default.max),
-            ..default
-        },
-        _ => default,
     }
 }
 

@@ -81,31 +81,7 @@ pub struct WasmOptions {
     pub insecure_registries: Vec<String>,
 }
 
-/// Environment variable shortening the restart back-off's base, in
-/// milliseconds (for tests: a crash loop observed in seconds, not minutes).
-/// Unset, kubelet's 10 s applies; users should leave it alone.
-pub const BACKOFF_BASE_ENV: &str = "SHTURMAN_RESTART_BACKOFF_BASE_MS";
-
-/// The default back-off with its base taken from `value` (milliseconds,
-/// as read from [`BACKOFF_BASE_ENV`]) when it is a positive number.
-pub fn backoff_with_base(value: Option<&str>) -> Backoff {
-    let default = Backoff::default();
-    match value.map(|v| v.trim().parse::<u64>()) {
-        None => default,
-        Some(Ok(ms)) if ms > 0 => Backoff {
-            base: Duration::from_millis(ms).min(default.max),
-            ..default
-        },
-        Some(_) => {
-            tracing::warn!(
-                value = value.unwrap_or_default(),
-                "{BACKOFF_BASE_ENV} is not a positive number of milliseconds; using {:?}",
-                default.base
-            );
-            default
-        }
-    }
-}
+pub use super::lifecycle::{BACKOFF_BASE_ENV, backoff_with_base};
 
 impl WasmOptions {
     /// Defaults, but for the back-off's base from [`BACKOFF_BASE_ENV`] when set.
