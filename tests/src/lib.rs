@@ -13,6 +13,7 @@ pub mod containerd;
 pub mod oci_env;
 pub mod oci_image;
 pub mod registry;
+pub mod service_client;
 pub mod sim;
 pub mod tls;
 pub mod wasm_artifact;

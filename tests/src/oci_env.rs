@@ -3,6 +3,7 @@
 //! containerd, and what went on for a failure message.
 
 use crate::Up;
+pub use crate::api::is_running_and_ready;
 use crate::containerd::{CRI_NAMESPACE, Containerd, tail};
 use crate::oci_image;
 use crate::registry::Registry;
@@ -102,14 +103,4 @@ pub fn admin_token(up: &Up) -> String {
         .lines()
         .find_map(|l| l.trim().strip_prefix("token: ").map(str::to_string))
         .expect("a token in admin.conf")
-}
-
-/// A pod in phase Running with its Ready condition True.
-pub fn is_running_and_ready(p: &serde_json::Value) -> bool {
-    p["status"]["phase"] == "Running"
-        && p["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True")
 }

@@ -17,14 +17,14 @@
 //! and busybox-static (scripts/setup.sh installs them).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use serde_json::Value;
-use shturman_e2e::api::{Api, eventually};
+use shturman_e2e::api::{Api, eventually, is_running_and_ready};
 use shturman_e2e::containerd::Containerd;
 use shturman_e2e::registry::Registry;
+use shturman_e2e::service_client::{self, read_answer, ready_endpoints};
 use shturman_e2e::{Agent, Up, oci_image, stderr};
 
 const NODE_A: &str = "edge-a";
@@ -78,87 +78,14 @@ spec:
     )
 }
 
-/// `GET /` through `addr`: the body of a 200 answer, trimmed.
-fn get(addr: SocketAddr) -> Result<String, String> {
-    let mut s =
-        TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(|e| format!("connect: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    s.write_all(b"GET / HTTP/1.0\r\nHost: web\r\n\r\n")
-        .map_err(|e| format!("write: {e}"))?;
-    read_answer(&mut s)
-}
-
-fn read_answer(s: &mut TcpStream) -> Result<String, String> {
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).map_err(|e| format!("read: {e}"))?;
-    let (head, body) = buf
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("no HTTP answer: {buf:?}"))?;
-    if head.split_whitespace().nth(1) != Some("200") {
-        return Err(format!("not a 200: {head}"));
-    }
-    Ok(body.trim().to_string())
-}
-
-/// `n` requests through `addr`, by body; any failure is an error naming it.
+/// `n` requests through `addr`, counted by pod; any failure is an error naming it.
 fn spread(addr: SocketAddr, n: usize) -> Result<BTreeMap<String, usize>, String> {
-    let mut seen = BTreeMap::new();
-    for i in 0..n {
-        let body = get(addr).map_err(|e| format!("request {i} to {addr}: {e}"))?;
-        *seen.entry(body).or_insert(0) += 1;
-    }
-    Ok(seen)
+    service_client::spread(addr, "web", n, |body| Ok(body.to_string()))
 }
 
-fn is_running_and_ready(p: &Value) -> bool {
-    p["status"]["phase"] == "Running"
-        && p["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-}
-
-/// The pod names behind the Service's ready addresses.
-fn ready_endpoints(ep: &Value) -> BTreeSet<String> {
-    ep["subsets"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|s| s["addresses"].as_array().cloned().unwrap_or_default())
-        .filter_map(|a| a["targetRef"]["name"].as_str().map(str::to_string))
-        .collect()
-}
-
-/// Removes terminal colour codes (in case a log is coloured).
-fn plain(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// The endpoint count of the last "service endpoints updated" line a
-/// proxy logged for `default/web:80`.
+/// The endpoint count the proxy last logged for `default/web:80`.
 fn proxy_endpoints(log: &str) -> Option<usize> {
-    plain(log)
-        .lines()
-        .rfind(|l| l.contains("service endpoints updated") && l.contains("default/web:80"))?
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("endpoints="))?
-        .parse()
-        .ok()
+    service_client::proxy_endpoints(log, "default/web:80")
 }
 
 struct Cluster {
