@@ -205,6 +205,8 @@ pub async fn run(
     // change is reported at once; the poll is a safety net for anything a
     // runtime learns without raising it.
     let changed = agent.manager.changed();
+    // A pod's stop runs on its own; when it ends, a replacement may start.
+    let stopped = agent.manager.stopped();
     let mut status_poll = tokio::time::interval(STATUS_POLL);
     status_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
@@ -230,6 +232,13 @@ pub async fn run(
                     agent.manager.refresh().await;
                     agent.flush_reports(&link);
                 }
+            }
+            () = stopped.notified() => {
+                agent.reconcile().await;
+                if agent.ready() {
+                    agent.flush_reports(&link);
+                }
+                agent.state_dirty = true;
             }
             _ = status_poll.tick() => {
                 if agent.ready() {

@@ -5,8 +5,15 @@
 //! A pod whose runtime this agent lacks is admitted but not run: it stays
 //! `Pending`, its containers `waiting` with reason `RuntimeUnavailable`, and
 //! `ContainersReady`/`Ready` are `False` with the same reason.
+//!
+//! Stopping never holds the agent up: a pod's stop (SIGTERM, its grace
+//! period, SIGKILL, removal) runs in a task of its own, so routes, pod sets
+//! and heartbeats go on meanwhile. A pod to start again under the same key
+//! (a replacement) waits until its old self has stopped; [`PodManager::stopped`]
+//! is raised then, and the next [`PodManager::reconcile`] starts it.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use shturman_api::core::{
@@ -14,6 +21,8 @@ use shturman_api::core::{
 };
 use shturman_api::meta::{ConditionStatus, Time};
 use shturman_api::wire::DesiredPod;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 
 use crate::plan::{PodAction, PodKey, RunningPod, plan};
 use crate::runtime::{PodClass, RuntimeError, Runtimes};
@@ -29,6 +38,9 @@ struct Managed {
     running: RunningPod,
     /// Set when a runtime runs it; `None` while it waits for one.
     runtime: Option<&'static str>,
+    /// Its grace period, from its spec when it was admitted (the spec is
+    /// gone by the time it is deleted).
+    grace: Duration,
     status: PodStatus,
     /// What the control plane last heard (`None`: never, or resync needed).
     reported: Option<PodStatus>,
@@ -47,6 +59,10 @@ pub struct PodManager {
     runtimes: Runtimes,
     desired: BTreeMap<PodKey, DesiredPod>,
     pods: BTreeMap<PodKey, Managed>,
+    /// Pods being stopped, each by its own task.
+    stopping: BTreeMap<PodKey, JoinHandle<()>>,
+    /// Raised when a stop ends.
+    stopped: Arc<Notify>,
     host_ip: Option<String>,
 }
 
@@ -56,8 +72,21 @@ impl PodManager {
             runtimes,
             desired: BTreeMap::new(),
             pods: BTreeMap::new(),
+            stopping: BTreeMap::new(),
+            stopped: Arc::new(Notify::new()),
             host_ip,
         }
+    }
+
+    /// Raised when a pod's stop has ended: reconcile again, a replacement
+    /// may be waiting for it.
+    pub fn stopped(&self) -> Arc<Notify> {
+        self.stopped.clone()
+    }
+
+    /// Pods whose stop is still running.
+    pub fn stopping(&self) -> usize {
+        self.stopping.values().filter(|h| !h.is_finished()).count()
     }
 
     /// The desired set.
@@ -96,7 +125,10 @@ impl PodManager {
     }
 
     /// Plans and applies; returns what it did, in words (for logs and the offline log).
+    /// Stops are started, not awaited; a start under a key still stopping
+    /// waits for a later call.
     pub async fn reconcile(&mut self, now: Time) -> Vec<String> {
+        self.stopping.retain(|_, h| !h.is_finished());
         let actual: BTreeMap<PodKey, RunningPod> = self
             .pods
             .iter()
@@ -106,13 +138,22 @@ impl PodManager {
         for action in plan(&self.desired, &actual) {
             match action {
                 PodAction::Stop(key) => {
-                    self.stop(&key).await;
-                    done.push(format!("stopped pod {key}"));
+                    if self.stop(&key) {
+                        done.push(format!("stopping pod {key}"));
+                    } else {
+                        done.push(format!("stopped pod {key}"));
+                    }
                 }
                 PodAction::Replace(key) => {
-                    self.stop(&key).await;
-                    let what = self.start(&key, now).await;
-                    done.push(format!("replaced pod {key} ({what})"));
+                    if self.stop(&key) {
+                        done.push(format!("replacing pod {key}: stopping the old one first"));
+                    } else {
+                        let what = self.start(&key, now).await;
+                        done.push(format!("replaced pod {key} ({what})"));
+                    }
+                }
+                PodAction::Start(key) if self.stopping.contains_key(&key) => {
+                    // Started once its old self has stopped (`stopped`).
                 }
                 PodAction::Start(key) => {
                     let what = self.start(&key, now).await;
@@ -123,24 +164,28 @@ impl PodManager {
         done
     }
 
-    async fn stop(&mut self, key: &PodKey) {
+    /// Forgets `key` and has its runtime stop it in a task of its own;
+    /// returns whether a stop is running.
+    fn stop(&mut self, key: &PodKey) -> bool {
         let Some(m) = self.pods.remove(key) else {
-            return;
+            return false;
         };
-        let Some(name) = m.runtime else {
-            return;
+        let Some(rt) = m
+            .runtime
+            .and_then(|name| self.runtimes.iter().find(|r| r.name() == name).cloned())
+        else {
+            return false;
         };
-        let grace = self
-            .desired
-            .get(key)
-            .and_then(|d| d.pod.spec.termination_grace_period_seconds)
-            .and_then(|s| u64::try_from(s).ok())
-            .map_or(DEFAULT_GRACE, Duration::from_secs);
-        if let Some(rt) = self.runtimes.iter().find(|r| r.name() == name)
-            && let Err(e) = rt.stop(key, grace).await
-        {
-            tracing::warn!(pod = %key, error = %e, "stopping pod failed");
-        }
+        let (key2, grace, stopped) = (key.clone(), m.grace, self.stopped.clone());
+        let task = tokio::spawn(async move {
+            match rt.stop(&key2, grace).await {
+                Ok(()) => tracing::info!("stopped pod {key2}"),
+                Err(e) => tracing::warn!(pod = %key2, error = %e, "stopping pod failed"),
+            }
+            stopped.notify_one();
+        });
+        self.stopping.insert(key.clone(), task);
+        true
     }
 
     /// Admits a desired pod; returns its phase in words.
@@ -149,9 +194,16 @@ impl PodManager {
             return "gone".into();
         };
         let class = PodClass::of(&d.pod.spec);
+        let grace = d
+            .pod
+            .spec
+            .termination_grace_period_seconds
+            .and_then(|s| u64::try_from(s).ok())
+            .map_or(DEFAULT_GRACE, Duration::from_secs);
         let mut m = Managed {
             running: RunningPod::of(&d.pod),
             runtime: None,
+            grace,
             status: PodStatus::default(),
             reported: None,
         };
@@ -338,8 +390,12 @@ mod tests {
         assert_eq!(m.pod_count(), 1);
     }
 
+    /// Records calls; stops of pods named `slow` wait for `gate`.
     #[derive(Default)]
-    struct Recording(Mutex<Vec<String>>);
+    struct Recording {
+        calls: Mutex<Vec<String>>,
+        gate: Arc<tokio::sync::Notify>,
+    }
 
     #[async_trait::async_trait]
     impl Runtime for Recording {
@@ -350,14 +406,22 @@ mod tests {
             PodClass::Wasm
         }
         async fn start(&self, pod: &DesiredPod) -> Result<(), RuntimeError> {
-            self.0
+            self.calls
                 .lock()
                 .unwrap()
                 .push(format!("start {}", PodKey::of(&pod.pod)));
             Ok(())
         }
-        async fn stop(&self, key: &PodKey, _grace: Duration) -> Result<(), RuntimeError> {
-            self.0.lock().unwrap().push(format!("stop {key}"));
+        async fn stop(&self, key: &PodKey, grace: Duration) -> Result<(), RuntimeError> {
+            if key.name == "slow" {
+                self.calls
+                    .lock()
+                    .unwrap()
+                    .push(format!("stop {key} grace {grace:?}"));
+                self.gate.notified().await;
+            } else {
+                self.calls.lock().unwrap().push(format!("stop {key}"));
+            }
             Ok(())
         }
         async fn status(&self, _key: &PodKey) -> Option<PodStatus> {
@@ -366,6 +430,13 @@ mod tests {
                 ..PodStatus::default()
             })
         }
+    }
+
+    /// Waits (bounded) for the manager's `stopped` signal.
+    async fn stopped(m: &PodManager) {
+        tokio::time::timeout(Duration::from_secs(10), m.stopped().notified())
+            .await
+            .expect("a stop to end");
     }
 
     #[tokio::test]
@@ -379,11 +450,22 @@ mod tests {
         let mut d2 = d.clone();
         d2.pod.spec.containers[0].image = "b.wasm".into();
         m.set_desired(k.clone(), Some(d2));
-        m.reconcile(now()).await;
-        m.set_desired(k, None);
-        m.reconcile(now()).await;
+        // The old pod stops first; its replacement starts once it has.
         assert_eq!(
-            *rec.0.lock().unwrap(),
+            m.reconcile(now()).await,
+            ["replacing pod default/w: stopping the old one first"]
+        );
+        stopped(&m).await;
+        assert_eq!(
+            m.reconcile(now()).await,
+            ["started pod default/w (Running by wasmtime)"]
+        );
+        m.set_desired(k, None);
+        assert_eq!(m.reconcile(now()).await, ["stopping pod default/w"]);
+        stopped(&m).await;
+        assert!(m.reconcile(now()).await.is_empty());
+        assert_eq!(
+            *rec.calls.lock().unwrap(),
             [
                 "start default/w",
                 "stop default/w",
@@ -391,6 +473,52 @@ mod tests {
                 "stop default/w"
             ]
         );
-        assert!(m.take_reports().is_empty());
+        assert!(m.take_reports().is_empty() || m.pod_count() == 0);
+    }
+
+    #[tokio::test]
+    async fn a_slow_stop_holds_up_nothing_but_its_own_replacement() {
+        let rec = Arc::new(Recording::default());
+        let gate = rec.gate.clone();
+        let mut m = PodManager::new(Runtimes::new(vec![rec.clone()], Default::default()), None);
+        let (slow, mut d) = desired("slow", "a.wasm");
+        d.pod.spec.termination_grace_period_seconds = Some(7);
+        let (other, o) = desired("other", "a.wasm");
+        m.set_desired(slow.clone(), Some(d.clone()));
+        m.reconcile(now()).await;
+        // Deleted: its desired entry (and spec) is gone, its grace is not.
+        m.set_desired(slow.clone(), None);
+        assert_eq!(m.reconcile(now()).await, ["stopping pod default/slow"]);
+        // While it stops, other pods start, and the same pod (recreated
+        // under its name) waits.
+        m.set_desired(other, Some(o));
+        m.set_desired(slow.clone(), Some(d));
+        assert_eq!(
+            m.reconcile(now()).await,
+            ["started pod default/other (Running by wasmtime)"]
+        );
+        assert_eq!(m.stopping(), 1);
+        assert!(m.reconcile(now()).await.is_empty());
+        gate.notify_one();
+        stopped(&m).await;
+        assert_eq!(m.stopping(), 0);
+        assert_eq!(
+            m.reconcile(now()).await,
+            ["started pod default/slow (Running by wasmtime)"]
+        );
+        let calls = rec.calls.lock().unwrap().clone();
+        let at = |c: &str| {
+            calls
+                .iter()
+                .rposition(|x| x == c)
+                .unwrap_or_else(|| panic!("{c}: {calls:?}"))
+        };
+        assert_eq!(calls.len(), 4, "{calls:?}");
+        assert_eq!(calls[0], "start default/slow");
+        assert!(
+            at("stop default/slow grace 7s") < at("start default/slow"),
+            "{calls:?}"
+        );
+        assert!(at("start default/other") > 0, "{calls:?}");
     }
 }

@@ -129,7 +129,7 @@ impl ControlPlane {
                 &["--mqtt-addr", "127.0.0.1:0"][..]
             })
             .args(&self.extra)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", log_filter())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -353,7 +353,7 @@ impl Up {
         let (out, err) = log_stdio(&self.log)?;
         let child = Command::new(binary("shturman"))
             .args(&self.args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", log_filter())
             .env("NO_COLOR", "1")
             .env_remove("SHTURMAN_CONFIG")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -464,7 +464,7 @@ impl Agent {
         let (out, err) = log_stdio(&self.log)?;
         let child = Command::new(binary("shturman-agent"))
             .args(&self.args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", log_filter())
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(out)
@@ -568,4 +568,11 @@ impl Drop for Agent {
             let _ = c.wait();
         }
     }
+}
+
+/// The log filter of the binaries the tests start: `info`, or
+/// `SHTURMAN_E2E_LOG` when set (e.g. `shturman_agent::proxy=debug,info`
+/// to follow one subsystem through a failing test).
+pub fn log_filter() -> String {
+    std::env::var("SHTURMAN_E2E_LOG").unwrap_or_else(|_| "info".to_string())
 }

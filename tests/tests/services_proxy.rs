@@ -62,6 +62,11 @@ spec:
         ports:
         - name: http
           containerPort: 80
+        # Ready once httpd accepts, not merely once it runs.
+        readinessProbe:
+          tcpSocket:
+            port: http
+          periodSeconds: 1
 ---
 apiVersion: v1
 kind: Service
@@ -287,6 +292,9 @@ async fn node_port_service_over_oci_replicas_on_two_nodes() {
     let body =
         read_answer(&mut long).unwrap_or_else(|e| panic!("the long-lived connection: {e}\n{}", c.logs()));
     assert!(four.contains(&body), "{body:?} is one of {four:?}");
+    // Closed now: while it stays open, least-connections rightly steers
+    // every new connection away from its backend.
+    drop(long);
 
     // Scaling down to 2: once the proxies have the new endpoints, no request
     // fails and none reaches a removed pod.
@@ -298,7 +306,12 @@ async fn node_port_service_over_oci_replicas_on_two_nodes() {
         let seen =
             tokio::task::block_in_place(|| spread(addr, 60)).unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
         let got: BTreeSet<String> = seen.keys().cloned().collect();
-        assert_eq!(got, two, "through {addr}: {seen:?} (removed: {removed:?})");
+        assert_eq!(
+            got,
+            two,
+            "through {addr}: {seen:?} (removed: {removed:?})\n{}",
+            c.logs()
+        );
     }
 
     // Both nodes' proxy counters reach /metrics.

@@ -1,11 +1,12 @@
-//! The proxy's listening sockets: one per address a Service port is served
-//! on, each with an accept loop handing connections to [`forward::serve`].
+//! The proxy's listening sockets: for each address a Service port is served
+//! on, one socket per data-plane thread ([`super::workers`]), each with an
+//! accept loop on its thread handing connections to [`forward::serve`].
 //!
-//! Sockets are bound with `SO_REUSEADDR` and `SO_REUSEPORT`, so two agents
-//! on one machine (tests, or a node running a second agent) can both serve
-//! the same `clusterIP:port`: the kernel spreads new connections over them,
-//! and each knows every endpoint. (`SO_REUSEPORT` needs both processes to
-//! run as the same user.)
+//! Sockets are bound with `SO_REUSEADDR` and `SO_REUSEPORT`: the kernel
+//! spreads new connections over the threads' sockets, and two agents on one
+//! machine (tests, or a node running a second agent) can both serve the
+//! same `clusterIP:port`, each knowing every endpoint. (`SO_REUSEPORT` needs
+//! both processes to run as the same user.)
 //!
 //! [`Listeners::reconcile`] is level-triggered: it closes listeners no
 //! longer wanted (their open connections go on), opens missing ones, and
@@ -22,6 +23,7 @@ use tokio::task::JoinHandle;
 
 use super::forward::{self, BufPool, PortState};
 use super::table::PortKey;
+use super::workers::Workers;
 
 /// Pending connections the kernel queues per listener.
 const BACKLOG: u32 = 1024;
@@ -44,15 +46,17 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(BACKLOG)
 }
 
-/// One open listener.
+/// One open address: an accept loop per data-plane thread.
 struct Open {
     key: PortKey,
-    task: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Drop for Open {
     fn drop(&mut self) {
-        self.task.abort();
+        for t in &self.tasks {
+            t.abort();
+        }
     }
 }
 
@@ -63,20 +67,60 @@ pub struct Listeners {
     failed: BTreeMap<SocketAddr, String>,
     permits: Arc<Semaphore>,
     bufs: Arc<BufPool>,
+    /// How many data-plane threads to start with the first listener.
+    threads: usize,
+    workers: Option<Workers>,
 }
 
-impl Default for Listeners {
-    fn default() -> Listeners {
+impl Listeners {
+    /// No listeners yet; the first one starts `threads` data-plane threads.
+    pub fn new(threads: usize) -> Listeners {
         Listeners {
             open: HashMap::new(),
             failed: BTreeMap::new(),
             permits: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
             bufs: Arc::default(),
+            threads: threads.max(1),
+            workers: None,
         }
     }
-}
 
-impl Listeners {
+    /// Binds `addr` once per data-plane thread (starting them if need be)
+    /// and starts an accept loop on each.
+    fn open(&mut self, addr: SocketAddr, port: &Arc<PortState>) -> std::io::Result<Open> {
+        if self.workers.is_none() {
+            let w = Workers::start(self.threads)?;
+            tracing::info!(threads = w.len(), "proxy data-plane threads started");
+            self.workers = Some(w);
+        }
+        let Some(workers) = &self.workers else {
+            return Err(std::io::Error::other(
+                "the proxy's data-plane threads did not start",
+            ));
+        };
+        // All sockets first: a half-bound address is closed again.
+        let mut bound = Vec::with_capacity(workers.len());
+        for h in workers.handles() {
+            let _in = h.enter();
+            bound.push((h.clone(), bind(addr)?));
+        }
+        let tasks = bound
+            .into_iter()
+            .map(|(h, l)| {
+                h.spawn(accept_loop(
+                    l,
+                    port.clone(),
+                    self.permits.clone(),
+                    self.bufs.clone(),
+                ))
+            })
+            .collect();
+        Ok(Open {
+            key: port.key.clone(),
+            tasks,
+        })
+    }
+
     /// Addresses open right now.
     pub fn addresses(&self) -> Vec<SocketAddr> {
         let mut a: Vec<_> = self.open.keys().copied().collect();
@@ -100,23 +144,11 @@ impl Listeners {
             if self.open.contains_key(addr) {
                 continue;
             }
-            match bind(*addr) {
-                Ok(l) => {
+            match self.open(*addr, port) {
+                Ok(open) => {
                     self.failed.remove(addr);
                     tracing::info!(service = %port.key, %addr, "proxy listening");
-                    let task = tokio::spawn(accept_loop(
-                        l,
-                        port.clone(),
-                        self.permits.clone(),
-                        self.bufs.clone(),
-                    ));
-                    self.open.insert(
-                        *addr,
-                        Open {
-                            key: port.key.clone(),
-                            task,
-                        },
-                    );
+                    self.open.insert(*addr, open);
                 }
                 Err(e) => {
                     let why = e.to_string();

@@ -10,6 +10,8 @@
 //!   round-robin, `ClientIP` affinity, skipping endpoints that just failed;
 //! - [`forward`]: one connection — connect with retries, copy both ways;
 //! - [`listen`]: the listening sockets (`SO_REUSEPORT`) and accept loops;
+//! - [`workers`]: the data-plane threads, one runtime each, that accept
+//!   and copy;
 //! - [`crate::netif`]: cluster IPs outside `127/8` on the dummy `shturman0`.
 //!
 //! This module is the thin shell: the agent hands it MQTT payloads
@@ -25,6 +27,7 @@ pub mod pick;
 pub mod table;
 #[cfg(test)]
 mod tests;
+pub mod workers;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -59,6 +62,8 @@ pub struct ProxyConfig {
     /// The cluster's `--service-cidr`: only addresses inside it are ever
     /// tidied away from the interface (pod IPs may share it).
     pub service_cidr: Option<(IpAddr, u8)>,
+    /// Data-plane threads ([`workers`]); 0: one per core.
+    pub threads: usize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -203,7 +208,8 @@ struct Interface {
 
 /// The proxy's task: apply the plan, then wait for a change or a retry.
 async fn run(shared: Arc<Shared>, config: ProxyConfig) {
-    let mut listeners = Listeners::default();
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let mut listeners = Listeners::new(workers::thread_count(config.threads, cores));
     let mut iface = Interface::default();
     let mut noted: HashSet<String> = HashSet::new();
     let mut seed = [0u8; 8];
