@@ -46,43 +46,6 @@ const OFFLINE_RECORDED: Duration = Duration::from_secs(3);
 const POLL: Duration = Duration::from_millis(250);
 /// After this long without a Ready local node, say so once.
 const SLOW_READY: Duration = Duration::from_secs(30);
-/// The node name when the hostname yields nothing usable.
-const FALLBACK_NODE_NAME: &str = "shturman-node";
-
-/// The local node's default name: the hostname, lower-cased and made a
-/// DNS-1123 subdomain (other characters become `-`, each dot-separated
-/// label starts and ends with a letter or digit, at most 253 characters).
-pub fn node_name_from_hostname(hostname: &str) -> String {
-    let mapped: String = hostname
-        .trim()
-        .to_ascii_lowercase()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    let mut name = mapped
-        .split('.')
-        .map(|l| l.trim_matches('-'))
-        .filter(|l| !l.is_empty())
-        .map(|l| l.get(..63).unwrap_or(l).trim_end_matches('-'))
-        .collect::<Vec<_>>()
-        .join(".");
-    if name.len() > 253 {
-        name.truncate(253);
-        name = name.trim_end_matches(['.', '-']).to_string();
-    }
-    if name.is_empty() {
-        FALLBACK_NODE_NAME.to_string()
-    } else {
-        name
-    }
-}
-
 /// The local agent's heartbeat period: a quarter of the grace period (as
 /// Kubernetes' 10 s / 40 s), between 100 ms and 10 s.
 pub fn heartbeat_for(grace: Duration) -> Duration {
@@ -336,7 +299,7 @@ fn agent_outcome(
 pub async fn run(args: &UpArgs) -> Result<()> {
     let node = match &args.node_name {
         Some(n) => n.clone(),
-        None => node_name_from_hostname(&sysinfo::System::host_name().unwrap_or_default()),
+        None => agent_config::node_name_from_hostname(&sysinfo::System::host_name().unwrap_or_default()),
     };
     // Check the agent's flags before anything starts.
     agent_config(args, &node, "mqtt://127.0.0.1:1883", None)?;
@@ -477,28 +440,6 @@ pub async fn run(args: &UpArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hostnames_become_dns_1123_names() {
-        assert_eq!(node_name_from_hostname("pi-1"), "pi-1");
-        assert_eq!(node_name_from_hostname("My_Laptop.local\n"), "my-laptop.local");
-        assert_eq!(node_name_from_hostname("-edge-"), "edge");
-        assert_eq!(node_name_from_hostname("a..b"), "a.b");
-        assert_eq!(node_name_from_hostname("Ünïcode box"), "n-code-box");
-        assert_eq!(node_name_from_hostname(""), FALLBACK_NODE_NAME);
-        assert_eq!(node_name_from_hostname("___"), FALLBACK_NODE_NAME);
-        let long = node_name_from_hostname(&"x".repeat(300));
-        assert_eq!(long.len(), 63);
-        let many = node_name_from_hostname(&["abc"; 100].join("."));
-        assert!(many.len() <= 253 && !many.ends_with('.'), "{many}");
-        for h in ["My_Laptop.local", "-edge-", &"y".repeat(70), "a.-b-.c"] {
-            let n = node_name_from_hostname(h);
-            assert!(
-                shturman_api::validate::is_dns1123_subdomain(&n),
-                "{h:?} gave {n:?}"
-            );
-        }
-    }
 
     #[test]
     fn heartbeat_is_a_quarter_of_the_grace() {

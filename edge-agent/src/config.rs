@@ -74,7 +74,7 @@ pub struct MqttAddr {
 /// A configuration mistake, in words a person can act on.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
-    #[error("--{key} is required ({hint})")]
+    #[error("--{key} (`{}` in a config file) is required ({hint})", file_key(.key))]
     Missing { key: &'static str, hint: &'static str },
     #[error("--{key} {value:?} (from {origin}) is invalid: {reason}")]
     Invalid {
@@ -85,6 +85,23 @@ pub enum ConfigError {
     },
     #[error("{0}")]
     File(String),
+}
+
+/// A flag's name as a config file key: `mqtt-url` → `mqttUrl`.
+fn file_key(flag: &str) -> String {
+    let mut out = String::with_capacity(flag.len());
+    let mut upper = false;
+    for c in flag.chars() {
+        match c {
+            '-' => upper = true,
+            c if upper => {
+                out.push(c.to_ascii_uppercase());
+                upper = false;
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// One layer of settings: where they came from and the values.
@@ -444,6 +461,45 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
+/// The node name when the hostname yields nothing usable.
+const FALLBACK_NODE_NAME: &str = "shturman-node";
+/// Where a node keeps its identity and journal unless told otherwise.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/shturman";
+
+/// A node's default name (`nodeName` unset; `shturman up`'s local node too): the hostname, lower-cased and made a
+/// DNS-1123 subdomain (other characters become `-`, each dot-separated
+/// label starts and ends with a letter or digit, at most 253 characters).
+pub fn node_name_from_hostname(hostname: &str) -> String {
+    let mapped: String = hostname
+        .trim()
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let mut name = mapped
+        .split('.')
+        .map(|l| l.trim_matches('-'))
+        .filter(|l| !l.is_empty())
+        .map(|l| l.get(..63).unwrap_or(l).trim_end_matches('-'))
+        .collect::<Vec<_>>()
+        .join(".");
+    if name.len() > 253 {
+        name.truncate(253);
+        name = name.trim_end_matches(['.', '-']).to_string();
+    }
+    if name.is_empty() {
+        FALLBACK_NODE_NAME.to_string()
+    } else {
+        name
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -527,6 +583,12 @@ mod tests {
     fn missing_and_invalid_keys_are_named() {
         let e = Config::parse(&Source(vec![layer("the command line", &[])])).unwrap_err();
         assert!(matches!(e, ConfigError::Missing { key: "mqtt-url", .. }), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("--mqtt-url (`mqttUrl` in a config file) is required"),
+            "{e}"
+        );
+        assert_eq!(file_key("containerd-socket"), "containerdSocket");
         let mut bad = minimal();
         bad.values.insert("node-name".into(), "Pi_1".into());
         let e = Config::parse(&Source(vec![bad])).unwrap_err().to_string();
@@ -624,6 +686,28 @@ mod tests {
         assert_eq!(parse_duration("1h2m3s").unwrap(), Duration::from_secs(3723));
         for bad in ["", "s", "10", "10x", "-1s", "1.5s"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn hostnames_become_dns_1123_names() {
+        assert_eq!(node_name_from_hostname("pi-1"), "pi-1");
+        assert_eq!(node_name_from_hostname("My_Laptop.local\n"), "my-laptop.local");
+        assert_eq!(node_name_from_hostname("-edge-"), "edge");
+        assert_eq!(node_name_from_hostname("a..b"), "a.b");
+        assert_eq!(node_name_from_hostname("Ünïcode box"), "n-code-box");
+        assert_eq!(node_name_from_hostname(""), FALLBACK_NODE_NAME);
+        assert_eq!(node_name_from_hostname("___"), FALLBACK_NODE_NAME);
+        let long = node_name_from_hostname(&"x".repeat(300));
+        assert_eq!(long.len(), 63);
+        let many = node_name_from_hostname(&["abc"; 100].join("."));
+        assert!(many.len() <= 253 && !many.ends_with('.'), "{many}");
+        for h in ["My_Laptop.local", "-edge-", &"y".repeat(70), "a.-b-.c"] {
+            let n = node_name_from_hostname(h);
+            assert!(
+                shturman_api::validate::is_dns1123_subdomain(&n),
+                "{h:?} gave {n:?}"
+            );
         }
     }
 }

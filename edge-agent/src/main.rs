@@ -21,10 +21,10 @@ struct Args {
     /// Join token from `shturman token create` (needed until the node has joined).
     #[arg(long, env = "SHTURMAN_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// This node's name (DNS-1123).
+    /// This node's name (DNS-1123); default: the hostname, made one.
     #[arg(long, env = "SHTURMAN_NODE_NAME")]
     node_name: Option<String>,
-    /// Where identity, journal and state live.
+    /// Where identity, journal and state live (default /var/lib/shturman).
     #[arg(long, env = "SHTURMAN_DATA_DIR")]
     data_dir: Option<String>,
     /// Extra node labels, k=v,k2=v2.
@@ -128,6 +128,18 @@ fn load_config(args: &Args) -> anyhow::Result<Config> {
             .with_context(|| format!("cannot read the config file {}", path.display()))?;
         layers.push(config::file_layer(&path.display().to_string(), &text)?);
     }
+    // Last: what a node gets when nothing says otherwise (as k3s's agent
+    // takes its hostname and a data dir under /var/lib).
+    let mut defaults = Layer::new("the defaults (the hostname)");
+    defaults
+        .set(
+            "node-name",
+            Some(config::node_name_from_hostname(
+                &sysinfo::System::host_name().unwrap_or_default(),
+            )),
+        )
+        .set("data-dir", Some(config::DEFAULT_DATA_DIR.to_string()));
+    layers.push(defaults);
     Ok(Config::parse(&Source(layers))?)
 }
 
