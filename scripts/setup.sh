@@ -13,8 +13,12 @@ set -euo pipefail
 #   busybox image the tests build as an OCI layout and push there;
 # - protobuf-compiler: the containerd/CRI gRPC crates need protoc to build.
 # - haproxy, wrk: the `proxy` benchmark's anchor and its load generator.
+# - gcc-aarch64-linux-gnu, gcc-arm-linux-gnueabihf: cross/build.sh links the
+#   arm64 and armhf agents with them (and their cross libc); qemu-user-static
+#   runs the arm64 agent in the end-to-end test (tests/cross_aarch64.rs).
 PACKAGES=(gcc pkg-config mosquitto openssl containerd runc containernetworking-plugins
-  docker-registry skopeo busybox-static protobuf-compiler iproute2 haproxy wrk)
+  docker-registry skopeo busybox-static protobuf-compiler iproute2 haproxy wrk
+  gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf qemu-user-static)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -46,4 +50,10 @@ fi
 if command -v rustup >/dev/null; then
   rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
   rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+  # The Rust standard libraries cross/build.sh links against (see
+  # cross/README.md; armv7-unknown-linux-musleabihf is added there on demand).
+  installed_targets=$(rustup target list --installed 2>/dev/null)
+  for t in aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf aarch64-unknown-linux-musl; do
+    grep -qx "$t" <<<"$installed_targets" || rustup target add "$t"
+  done
 fi

@@ -19,6 +19,9 @@ bash scripts/build-wasm-examples.sh
 echo "== build (the end-to-end tests start these binaries)"
 cargo build --workspace --bins --locked
 
+echo "== cross build: the arm64 agent as shipped (tests/cross_aarch64.rs runs it under qemu)"
+bash cross/build.sh --target aarch64 --agent-only
+
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
