@@ -1,9 +1,43 @@
 #!/usr/bin/env bash
 # The benchmark suite: one release build, then every scenario with its anchor
-# measured in the same run. Prints a table; writes target/bench/results.json.
+# measured in the same run. Prints one table and writes
+# target/bench/results.json, results.md (the table in Markdown) and
+# results.png (the chart). Arguments go to shturman-bench, e.g.
+#   ./scripts/bench.sh --scenario api-create --merge
+#   ./scripts/bench.sh --from-json target/bench/results.json --json docs/bench/results.json
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+
+redraw_only=false
+for a in "$@"; do
+  [[ "$a" == --from-json* ]] && redraw_only=true
+done
+
+if ! $redraw_only; then
+  bash scripts/setup.sh
+  # Packages only the benchmarks use, on top of scripts/setup.sh's:
+  # - etcd-server, etcd-client: the `api-create` anchor (a private etcd on
+  #   free loopback ports in its own temp dir);
+  # - fonts-dejavu-core: the font the chart's text is drawn with.
+  BENCH_PACKAGES=(etcd-server etcd-client fonts-dejavu-core)
+  missing=()
+  for p in "${BENCH_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    echo "bench: installing ${missing[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+    # The package starts a system-wide etcd on 127.0.0.1:2379; the bench
+    # runs its own, so keep the service off if we installed it.
+    if [[ " ${missing[*]} " == *" etcd-server "* ]] && command -v systemctl >/dev/null \
+      && [ -d /run/systemd/system ]; then
+      $SUDO systemctl disable --now etcd >/dev/null 2>&1 || true
+    fi
+  fi
+fi
+
 cargo build --release --workspace --bins --locked
 # The heartbeat scenario holds one MQTT connection per simulated node in the
 # bench process and one in the control plane: raise the open-files soft limit

@@ -4,17 +4,23 @@
 //! Every load loop is bounded in count and in time and talks to loopback only.
 
 mod api_create;
+mod broker;
+mod chart;
 mod containerd_anchor;
-mod fleet;
+mod deploy;
+mod etcd_anchor;
 mod footprint;
 mod heartbeats;
+mod http_hello;
 mod oci_start;
 mod podwatch;
 mod procfs;
 mod proxy;
 mod report;
+mod results;
 mod scheduler;
 mod scheduler_e2e;
+mod sizes;
 mod spawn;
 mod tickers;
 mod wasm_start;
@@ -33,11 +39,11 @@ struct Args {
     concurrency: Vec<usize>,
     /// Which scenarios to run: `all`, `api-create`, `scheduler`,
     /// `heartbeats`, `wasm-start`, `footprint`, `tickers`, `oci-start`,
-    /// `proxy` (repeatable).
+    /// `proxy`, `http-hello`, `sizes`, `deploy`, `broker`, `fleet-rss` (repeatable).
     #[arg(long, default_values_t = vec!["all".to_string()],
           value_parser = clap::builder::PossibleValuesParser::new([
               "all", "api-create", "scheduler", "heartbeats", "wasm-start", "footprint", "tickers",
-              "oci-start", "proxy",
+              "oci-start", "proxy", "http-hello", "sizes", "deploy", "broker", "fleet-rss",
           ]))]
     scenario: Vec<String>,
     /// Warm Wasm pod starts measured by `wasm-start` (after one cold start).
@@ -88,16 +94,74 @@ struct Args {
     /// New simulated-node connections per second while ramping up.
     #[arg(long, default_value_t = 200)]
     connects_per_sec: u32,
-    /// Where to write the results as JSON.
+    /// Simulated node counts of `heartbeats` also run on an external
+    /// Mosquitto (`--mqtt-url`), as a data point (repeatable; 0: none).
+    #[arg(long, default_values_t = vec![10_000])]
+    fleet_mosquitto_nodes: Vec<usize>,
+    /// Replicas of the `deploy` Deployment.
+    #[arg(long, default_value_t = 100)]
+    deploy_replicas: usize,
+    /// Simulated nodes of `deploy`'s second run.
+    #[arg(long, default_value_t = 10)]
+    deploy_sim_nodes: usize,
+    /// A simulated node's delay, ms, from receiving a pod to reporting it Running.
+    #[arg(long, default_value_t = 50)]
+    deploy_sim_delay_ms: u64,
+    /// Publishers of `broker` (one subscriber).
+    #[arg(long, default_value_t = 100)]
+    broker_publishers: usize,
+    /// Measured window of each `broker` round, seconds.
+    #[arg(long, default_value_t = 10)]
+    broker_window_secs: u64,
+    /// Rounds per broker in `broker` (alternating).
+    #[arg(long, default_value_t = 2)]
+    broker_rounds: usize,
+    /// Simulated nodes and pods of `fleet-rss`.
+    #[arg(long, default_value_t = 1000)]
+    rss_nodes: usize,
+    #[arg(long, default_value_t = 10_000)]
+    rss_pods: usize,
+    /// Where to write the results as JSON; the Markdown table (`.md`) and
+    /// the chart (`.png`) go beside it.
     #[arg(long, default_value = "target/bench/results.json")]
     json: std::path::PathBuf,
+    /// Keep the rows of scenarios not run this time from the previous
+    /// results at `--json` (partial runs add up to one report).
+    #[arg(long)]
+    merge: bool,
+    /// Run nothing: redraw the table, Markdown and chart from this
+    /// results.json (written to `--json` and beside it).
+    #[arg(long, value_name = "FILE")]
+    from_json: Option<std::path::PathBuf>,
+    /// Also put the Markdown table into this file (the README) between its
+    /// `<!-- bench-table:start -->` and `<!-- bench-table:end -->` lines.
+    #[arg(long, value_name = "FILE")]
+    update_doc: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let mut report = report::Report::default();
-    let wants = |name: &str| args.scenario.iter().any(|s| s == "all" || s == name);
+    let outputs = results::Outputs::beside(&args.json);
+    if let Some(from) = &args.from_json {
+        let loaded = results::Results::load(from)?;
+        loaded.write(&outputs)?;
+        return match &args.update_doc {
+            Some(doc) => loaded.update_doc(doc),
+            None => Ok(()),
+        };
+    }
+    let commit = results::git_commit();
+    let mut report = report::Report::new(commit.clone());
+    // Each row pushed is tagged with the scenario that `wants` last let run.
+    let tag = report.scenario_tag();
+    let wants = |name: &str| {
+        let yes = args.scenario.iter().any(|s| s == "all" || s == name);
+        if yes {
+            tag.set(name);
+        }
+        yes
+    };
     if wants("api-create") {
         api_create::run(&mut report, args.objects, &args.concurrency).await?;
     }
@@ -113,8 +177,35 @@ async fn main() -> anyhow::Result<()> {
             window: std::time::Duration::from_secs(args.fleet_window_secs.max(1)),
             idle_window: std::time::Duration::from_secs(args.idle_window_secs.max(1)),
             connects_per_sec: args.connects_per_sec.max(1),
+            mosquitto_nodes: args
+                .fleet_mosquitto_nodes
+                .iter()
+                .copied()
+                .filter(|n| *n > 0)
+                .collect(),
         };
         heartbeats::run(&mut report, &opts).await?;
+    }
+    if wants("broker") {
+        let opts = broker::Options {
+            publishers: args.broker_publishers.max(1),
+            window: std::time::Duration::from_secs(args.broker_window_secs.max(1)),
+            rounds: args.broker_rounds.max(1),
+        };
+        broker::run(&mut report, &opts).await?;
+    }
+    if wants("deploy") {
+        let opts = deploy::Options {
+            replicas: args.deploy_replicas.max(1),
+            sim_nodes: args.deploy_sim_nodes.max(1),
+            sim_delay: std::time::Duration::from_millis(args.deploy_sim_delay_ms),
+            cap: std::time::Duration::from_secs(300),
+        };
+        deploy::run(&mut report, &opts).await?;
+    }
+    if wants("fleet-rss") {
+        let cap = std::time::Duration::from_secs(600);
+        deploy::run_rss(&mut report, args.rss_nodes.max(1), args.rss_pods.max(1), cap).await?;
     }
     if wants("wasm-start") {
         wasm_start::run(&mut report, args.wasm_pods, args.ctr_runs).await?;
@@ -124,6 +215,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wants("proxy") {
         proxy::run(&mut report).await?;
+    }
+    if wants("http-hello") {
+        http_hello::run(&mut report).await?;
     }
     if wants("footprint") {
         footprint::run(
@@ -145,8 +239,16 @@ async fn main() -> anyhow::Result<()> {
         };
         tickers::run(&mut report, &opts).await?;
     }
-    report.print();
-    report.write_json(&args.json)?;
-    eprintln!("results written to {}", args.json.display());
-    Ok(())
+    if wants("sizes") {
+        sizes::run(&mut report)?;
+    }
+    let mut run = results::Results::new(commit, report.rows);
+    if args.merge && args.json.exists() {
+        run.merge_previous(results::Results::load(&args.json)?);
+    }
+    run.write(&outputs)?;
+    match &args.update_doc {
+        Some(doc) => run.update_doc(doc),
+        None => Ok(()),
+    }
 }

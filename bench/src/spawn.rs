@@ -43,6 +43,11 @@ pub struct Control {
 impl Control {
     /// Starts `shturman control --store <store>` and waits for /readyz.
     pub async fn start(store: &str) -> Result<Control> {
+        Control::start_with(store, &[]).await
+    }
+
+    /// [`Control::start`] with `extra` flags (e.g. `--service-cidr`).
+    pub async fn start_with(store: &str, extra: &[&str]) -> Result<Control> {
         let dir = tempfile::tempdir_in(std::env::temp_dir())?;
         let (port, mqtt_port) = free_ports()?;
         let data = dir.path().join("data");
@@ -51,6 +56,7 @@ impl Control {
             .arg(&data)
             .args(["--api-addr", &format!("127.0.0.1:{port}")])
             .args(["--mqtt-addr", &format!("127.0.0.1:{mqtt_port}")])
+            .args(extra)
             // rumqttd logs ordinary disconnects as errors: keep it quiet.
             .env("RUST_LOG", "warn,rumqttd=off")
             .stdout(Stdio::null())

@@ -527,15 +527,18 @@ pub async fn run(report: &mut Report, opts: &Options) -> Result<()> {
             (None, format!("idle container (not measured: {e})"))
         }
     };
-    report.push(Row {
-        scenario: format!("idle ticker pod beyond its linear memory, N={}", p.n),
-        metric: "KiB per pod".into(),
-        shturman: p.beyond_linear_kib,
-        anchor_name,
-        anchor: per_container,
-        goal: format!("<= {GOAL_PER_POD_KIB} KiB"),
-        higher_is_better: false,
-    });
+    report.push(
+        Row {
+            scenario: format!("idle ticker pod beyond its linear memory, N={}", p.n),
+            metric: "KiB per pod".into(),
+            shturman: p.beyond_linear_kib,
+            anchor_name,
+            anchor: per_container,
+            goal: format!("<= {GOAL_PER_POD_KIB} KiB"),
+            higher_is_better: false,
+        }
+        .check(crate::report::Goal::AtMost(GOAL_PER_POD_KIB)),
+    );
     // A ticker prints a line a second and the agent keeps each container's
     // last RING_LINES lines in memory: the ring is full after RING_LINES s.
     let ring_minutes = RING_LINES / 60.0;
@@ -619,15 +622,18 @@ pub async fn run(report: &mut Report, opts: &Options) -> Result<()> {
     #[allow(clippy::cast_precision_loss)]
     let beyond_at_scale =
         (b.agent.rss as f64 - b.idle_rss_kib as f64 - b.agent.linear.rss_kib as f64) / b.ran.max(1) as f64;
-    report.push(Row {
-        scenario: scenario.clone(),
-        metric: "KiB per pod beyond linear memory (vs idle agent)".into(),
-        shturman: beyond_at_scale,
-        anchor_name: "idle busybox container RSS".into(),
-        anchor: per_container,
-        goal: format!("<= {GOAL_PER_POD_KIB} KiB"),
-        higher_is_better: false,
-    });
+    report.push(
+        Row {
+            scenario: scenario.clone(),
+            metric: "KiB per pod beyond linear memory (vs idle agent)".into(),
+            shturman: beyond_at_scale,
+            anchor_name: "idle busybox container RSS".into(),
+            anchor: per_container,
+            goal: format!("<= {GOAL_PER_POD_KIB} KiB"),
+            higher_is_better: false,
+        }
+        .check(crate::report::Goal::AtMost(GOAL_PER_POD_KIB)),
+    );
     report.push(Row {
         scenario: scenario.clone(),
         metric: "agent CPU % of one core (steady)".into(),

@@ -334,6 +334,8 @@ pub async fn setup(choice: &MqttChoice, client: crate::client::Client) -> Result
         credentials,
         max_payload,
         ingest_workers: 4,
+        // The kubelet's NodeStatus report frequency.
+        status_refresh: Duration::from_secs(300),
     };
     match choice {
         MqttChoice::Off => Ok(Mqtt {

@@ -103,10 +103,14 @@ where
 
 /// A pod in phase Running with its Ready condition True.
 pub fn is_running_and_ready(p: &serde_json::Value) -> bool {
-    p["status"]["phase"] == "Running"
-        && p["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    p["status"]["phase"] == "Running" && is_ready(p)
+}
+
+/// An object (a Node, a Pod) whose Ready condition is True.
+pub fn is_ready(o: &serde_json::Value) -> bool {
+    o["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True")
 }

@@ -1,8 +1,17 @@
-//! Simulated nodes driven through the API, for the control plane's tests
-//! before real agents exist: each registers a Node, heartbeats its Ready
-//! condition, and marks pods bound to it Running and Ready (or, for images
-//! named `…never-ready…`, Running but never Ready). Bounded: it stops when
-//! dropped, and after `MAX_LIFETIME` at the latest.
+//! Simulated nodes. Two kinds, for two levels of test:
+//!
+//! - [`fleet`] (with [`node`]): hollow nodes that speak the real MQTT
+//!   protocol — join, heartbeat, receive their desired pods and report them
+//!   Running through the agent's path — many per process, for scale tests
+//!   and the benchmarks.
+//! - [`Sim`] here: nodes driven straight through the API, for the
+//!   controllers' tests that need no MQTT at all: each registers a Node,
+//!   heartbeats its Ready condition, and marks pods bound to it Running and
+//!   Ready (or, for images named `…never-ready…`, Running but never Ready).
+//!   Bounded: it stops when dropped, and after `MAX_LIFETIME` at the latest.
+
+pub mod fleet;
+pub mod node;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};

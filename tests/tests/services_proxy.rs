@@ -21,7 +21,7 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use shturman_e2e::api::{Api, eventually, is_running_and_ready};
+use shturman_e2e::api::{Api, eventually, is_ready, is_running_and_ready};
 use shturman_e2e::containerd::Containerd;
 use shturman_e2e::registry::Registry;
 use shturman_e2e::service_client::{self, read_answer, ready_endpoints};
@@ -221,16 +221,7 @@ async fn node_port_service_over_oci_replicas_on_two_nodes() {
     // Both nodes Ready.
     eventually("both nodes Ready", Duration::from_secs(60), || async {
         let nodes = api.items("/api/v1/nodes").await?;
-        let ready = nodes
-            .iter()
-            .filter(|n| {
-                n["status"]["conditions"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
-            })
-            .count();
+        let ready = nodes.iter().filter(|n| is_ready(n)).count();
         Ok((ready == 2).then_some(()))
     })
     .await

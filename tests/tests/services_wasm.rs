@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use shturman_e2e::api::{Api, eventually, is_running_and_ready};
+use shturman_e2e::api::{Api, eventually, is_ready, is_running_and_ready};
 use shturman_e2e::service_client::{self, ready_endpoints};
 use shturman_e2e::{Agent, Up, stderr, stdout, workspace_root};
 
@@ -244,16 +244,7 @@ async fn node_port_service_over_wasm_replicas_on_two_nodes() {
     // Both nodes Ready.
     eventually("both nodes Ready", Duration::from_secs(60), || async {
         let nodes = api.items("/api/v1/nodes").await?;
-        let ready = nodes
-            .iter()
-            .filter(|n| {
-                n["status"]["conditions"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
-            })
-            .count();
+        let ready = nodes.iter().filter(|n| is_ready(n)).count();
         Ok((ready == 2).then_some(()))
     })
     .await

@@ -5,13 +5,28 @@
 //! [`super::proxy_stats`]). Everything but a join must be [`Signed`] with the node's
 //! secret; anything malformed, unsigned, wrongly signed or stale is logged
 //! and dropped.
+//!
+//! Heartbeats are not all written. Like the kubelet, which writes its
+//! NodeStatus only when it changed or every few minutes (liveness goes
+//! through a cheap Lease), a heartbeat is written to the Node only when
+//! what it says differs from the stored status (anything but the
+//! heartbeat times: a condition, capacity, addresses, labels…) or when the
+//! stored `lastHeartbeatTime` is older than [`refresh_after`]: every second
+//! beat, so the stored time is at most about two of the node's periods old
+//! (the node lifecycle controller, which judges by that time with a grace
+//! of four periods by convention, never sees a live node go stale), and
+//! at least every `status_refresh`. The decision is made against the stored Node, read
+//! each beat, so a status someone else changed (the lifecycle controller's
+//! `Unknown`, a restart, an edited label) is written back at the next beat.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::time::Duration;
 
 use chrono::Utc;
 use serde::de::DeserializeOwned;
 use shturman_api::core::{Node, NodeCondition, NodeConditionType, NodeStatus, Pod};
 use shturman_api::meta::{ConditionStatus, ObjectMeta, Time};
-use shturman_api::wire::{Heartbeat, JoinRequest, JoinResult, ONLINE_FALSE, PodReport, Signed, Topic};
-use std::time::Duration;
+use shturman_api::wire::{Heartbeat, JoinRequest, JoinResult, ONLINE_FALSE, PodReport, Signed, Stamp, Topic};
 
 use super::Shared;
 use super::auth::{self, NODE_SECRET_PREFIX, valid_node_name, valid_node_secret};
@@ -233,10 +248,18 @@ impl Shared {
             tracing::warn!(node, claimed = %hb.node, "dropping a heartbeat that names another node");
             return Ok(());
         }
-        if self.node_stamps().get(node).is_some_and(|s| *s >= hb.stamp) {
+        let last = self.node_stamps().get(node).copied();
+        if last.is_some_and(|l| l.stamp >= hb.stamp) {
             tracing::debug!(node, stamp = ?hb.stamp, "dropping a stale or repeated heartbeat");
             return Ok(());
         }
+        let now = Time(Utc::now());
+        let beat = hb.sent_at.unwrap_or(now);
+        // The node's own period, from its previous beat of the same run.
+        let period = last
+            .filter(|l| l.stamp.epoch == hb.stamp.epoch)
+            .and_then(|l| (beat.0 - l.sent.0).to_std().ok());
+        let refresh = refresh_after(period, self.status_refresh);
         for _ in 0..CONFLICT_RETRIES {
             let Some(mut current) = self.client.get::<Node>(None, node).await? else {
                 tracing::warn!(
@@ -245,7 +268,7 @@ impl Shared {
                 );
                 return Ok(());
             };
-            let Some(status) = merge_heartbeat(current.status.as_ref(), &hb, Time(Utc::now())) else {
+            let Some(status) = merge_heartbeat(current.status.as_ref(), &hb, now) else {
                 tracing::debug!(node, "dropping a heartbeat older than the node's last one");
                 return Ok(());
             };
@@ -253,6 +276,16 @@ impl Shared {
                 .labels
                 .iter()
                 .any(|(k, v)| current.metadata.labels.get(k) != Some(v));
+            if !missing
+                && hb.offline_log.is_empty()
+                && !status_write_due(current.status.as_ref(), &status, refresh)
+            {
+                // Nothing new, and the stored beat is fresh enough: keep it
+                // in memory only (the next beats decide again).
+                self.node_stamps()
+                    .insert(node.to_string(), LastBeat::new(hb.stamp, beat));
+                return Ok(());
+            }
             if missing {
                 let patch = serde_json::json!({
                     "metadata": {"labels": hb.labels, "resourceVersion": current.metadata.resource_version}
@@ -266,7 +299,8 @@ impl Shared {
             current.status = Some(status);
             match self.client.replace_status(&current).await {
                 Ok(written) => {
-                    self.node_stamps().insert(node.to_string(), hb.stamp);
+                    self.node_stamps()
+                        .insert(node.to_string(), LastBeat::new(hb.stamp, beat));
                     // What the node did while its link was down, as Events on
                     // the Node (`describe node`, `get events`), bounded.
                     for line in hb.offline_log.iter().take(OFFLINE_EVENTS) {
@@ -347,6 +381,58 @@ impl Shared {
             "pod {key} kept changing; report dropped"
         )))
     }
+}
+
+/// A node's last applied heartbeat (written or not): its stamp and when
+/// the node sent it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LastBeat {
+    pub stamp: Stamp,
+    pub sent: Time,
+}
+
+impl LastBeat {
+    fn new(stamp: Stamp, sent: Time) -> LastBeat {
+        LastBeat { stamp, sent }
+    }
+}
+
+/// How old the stored `lastHeartbeatTime` may be when a heartbeat that
+/// changes nothing else arrives and is still not written: one and a half
+/// of the node's periods, so every second beat is written and the stored
+/// time is never more than about two periods old (the lifecycle grace is
+/// four by convention: `shturman up` heartbeats at a quarter of it, the
+/// agent's default is 10 s against 40 s); at most `cap`; every beat is
+/// written while the period is unknown.
+pub fn refresh_after(period: Option<Duration>, cap: Duration) -> Duration {
+    period.map_or(Duration::ZERO, |p| (p * 3 / 2).min(cap))
+}
+
+/// Whether `new` must be written over `stored`: it says something else
+/// (heartbeat times aside), or the stored beat is `refresh` old or older
+/// by `new`'s beat.
+pub fn status_write_due(stored: Option<&NodeStatus>, new: &NodeStatus, refresh: Duration) -> bool {
+    let Some(stored) = stored else { return true };
+    if fingerprint(stored) != fingerprint(new) {
+        return true;
+    }
+    let beat = |s: &NodeStatus| ready(Some(s)).and_then(|c| c.last_heartbeat_time);
+    match (beat(stored), beat(new)) {
+        (Some(old), Some(now)) => (now.0 - old.0).to_std().is_ok_and(|age| age >= refresh),
+        _ => true,
+    }
+}
+
+/// A hash of what a status says, heartbeat times left out.
+fn fingerprint(status: &NodeStatus) -> u64 {
+    let mut s = status.clone();
+    for c in &mut s.conditions {
+        c.last_heartbeat_time = None;
+    }
+    let mut h = DefaultHasher::new();
+    // Serialised: NodeStatus is not Hash (quantities, maps of them).
+    serde_json::to_vec(&s).unwrap_or_default().hash(&mut h);
+    h.finish()
 }
 
 fn ready(status: Option<&NodeStatus>) -> Option<&NodeCondition> {
@@ -453,6 +539,48 @@ mod tests {
             merge_heartbeat(Some(&second), &hb("2026-05-01T11:59:00Z"), later),
             None
         );
+    }
+
+    #[test]
+    fn a_quiet_heartbeat_is_written_only_when_the_stored_one_grows_old() {
+        let period = Some(Duration::from_secs(10));
+        let refresh = refresh_after(period, Duration::from_secs(300));
+        assert_eq!(refresh, Duration::from_secs(15));
+        assert_eq!(refresh_after(None, Duration::from_secs(300)), Duration::ZERO);
+        assert_eq!(
+            refresh_after(Some(Duration::from_secs(600)), Duration::from_secs(300)),
+            Duration::from_secs(300)
+        );
+        let now = t("2026-05-01T12:00:05Z");
+        let stored = merge_heartbeat(None, &hb("2026-05-01T12:00:00Z"), now).unwrap();
+        assert!(status_write_due(None, &stored, refresh), "no stored status");
+        let next = |sent| merge_heartbeat(Some(&stored), &hb(sent), now).unwrap();
+        assert!(!status_write_due(
+            Some(&stored),
+            &next("2026-05-01T12:00:10Z"),
+            refresh
+        ));
+        assert!(status_write_due(
+            Some(&stored),
+            &next("2026-05-01T12:00:20Z"),
+            refresh
+        ));
+        assert!(status_write_due(
+            Some(&stored),
+            &next("2026-05-01T12:00:10Z"),
+            Duration::ZERO
+        ));
+        // Anything else that changed is written at once.
+        let mut changed = next("2026-05-01T12:00:10Z");
+        changed.addresses.push(shturman_api::core::NodeAddress {
+            type_: shturman_api::core::NodeAddressType::InternalIP,
+            address: "10.0.0.9".into(),
+        });
+        assert!(status_write_due(Some(&stored), &changed, refresh));
+        // A status someone else marked Unknown is written back.
+        let unknown = mark_link_dropped(Some(&stored), now).unwrap();
+        let back = merge_heartbeat(Some(&unknown), &hb("2026-05-01T12:00:10Z"), now).unwrap();
+        assert!(status_write_due(Some(&unknown), &back, refresh));
     }
 
     #[test]

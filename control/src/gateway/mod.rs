@@ -64,6 +64,9 @@ pub struct GatewayConfig {
     pub max_payload: usize,
     /// Workers applying agents' messages (each owns a shard of node names).
     pub ingest_workers: usize,
+    /// Longest a heartbeat that changes nothing but its time goes unwritten
+    /// (one and a half of the node's own periods at most: [`ingest::refresh_after`]).
+    pub status_refresh: Duration,
 }
 
 /// The caches the gateway publishes from.
@@ -114,7 +117,9 @@ pub(crate) struct Shared {
     published: Mutex<Published>,
     /// The pod set last published per node in this connection.
     podsets: Mutex<HashMap<String, PodSet>>,
-    node_stamps: Mutex<HashMap<String, Stamp>>,
+    /// Each node's last applied heartbeat (written to the Node or not).
+    node_stamps: Mutex<HashMap<String, ingest::LastBeat>>,
+    status_refresh: Duration,
     pod_stamps: Mutex<HashMap<ObjectKey, (String, Stamp)>>,
     max_payload: usize,
     /// Open log requests (shared with the API server).
@@ -140,7 +145,7 @@ impl Shared {
     fn service_set(&self) -> MutexGuard<'_, Option<ServiceSet>> {
         lock(&self.service_set)
     }
-    fn node_stamps(&self) -> MutexGuard<'_, HashMap<String, Stamp>> {
+    fn node_stamps(&self) -> MutexGuard<'_, HashMap<String, ingest::LastBeat>> {
         lock(&self.node_stamps)
     }
     fn pod_stamps(&self) -> MutexGuard<'_, HashMap<ObjectKey, (String, Stamp)>> {
@@ -224,6 +229,7 @@ pub async fn run(
         published: Mutex::default(),
         podsets: Mutex::default(),
         node_stamps: Mutex::default(),
+        status_refresh: config.status_refresh,
         pod_stamps: Mutex::default(),
         max_payload: config.max_payload,
         logs: logs.clone(),

@@ -25,6 +25,8 @@ use super::{Key, Prefix, Revision, StoreError, Versioned};
 pub(crate) const FORMAT_VERSION: u32 = 1;
 pub(crate) const FORMAT_KEY: &[u8] = b"shturman/format";
 pub(crate) const REVISION_KEY: &[u8] = b"v1/revision";
+/// sled's page cache (its default is 1 GiB).
+const SLED_CACHE_BYTES: u64 = 64 << 20;
 const OBJECT_PREFIX: &str = "v1/o/";
 
 fn escape(part: &str, out: &mut String) {
@@ -158,8 +160,15 @@ pub(crate) fn open_db(dir: &Path) -> Result<(sled::Db, Revision), StoreError> {
         refuse_foreign_files(dir)?;
     }
     // sled panics on some kinds of damaged files instead of returning an error.
+    // Its page cache is bounded well below sled's 1 GiB default: the
+    // informers hold every live object in memory already, so sled's cache
+    // only serves the few reads they do not (lists at startup, history).
     let opened = catch_unwind(AssertUnwindSafe(|| {
-        sled::Config::new().path(dir).flush_every_ms(None).open()
+        sled::Config::new()
+            .path(dir)
+            .flush_every_ms(None)
+            .cache_capacity(SLED_CACHE_BYTES)
+            .open()
     }));
     let db = match opened {
         Ok(Ok(db)) => db,
