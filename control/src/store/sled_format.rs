@@ -27,6 +27,9 @@ pub(crate) const FORMAT_KEY: &[u8] = b"shturman/format";
 pub(crate) const REVISION_KEY: &[u8] = b"v1/revision";
 /// sled's page cache (its default is 1 GiB).
 const SLED_CACHE_BYTES: u64 = 64 << 20;
+/// How long a held lock on the data dir is waited out before it counts as
+/// another process's.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 const OBJECT_PREFIX: &str = "v1/o/";
 
 fn escape(part: &str, out: &mut String) {
@@ -123,14 +126,19 @@ pub(crate) fn corrupt(dir: &Path, reason: impl Into<String>) -> StoreError {
 
 const MOVE_AWAY: &str = "restore it from a backup, or move it away to start with an empty store";
 
+/// Whether sled could not take the data dir's lock (it reports a held
+/// lock as `Other` with this text, or as `WouldBlock`).
+fn is_lock_error(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock || e.to_string().contains("could not acquire lock")
+}
+
 /// Explains an I/O error met while opening the data dir.
 fn io_reason(e: &io::Error, doing: &str) -> String {
     match e.kind() {
         io::ErrorKind::PermissionDenied => format!(
             "permission denied while {doing} ({e}); give the user running shturman read and write access to it"
         ),
-        // sled reports a held lock as `Other` with this text.
-        _ if e.kind() == io::ErrorKind::WouldBlock || e.to_string().contains("could not acquire lock") => {
+        _ if is_lock_error(e) => {
             format!(
                 "it is locked by another process ({e}); stop the other shturman using it, or pick another --data-dir"
             )
@@ -163,13 +171,26 @@ pub(crate) fn open_db(dir: &Path) -> Result<(sled::Db, Revision), StoreError> {
     // Its page cache is bounded well below sled's 1 GiB default: the
     // informers hold every live object in memory already, so sled's cache
     // only serves the few reads they do not (lists at startup, history).
-    let opened = catch_unwind(AssertUnwindSafe(|| {
-        sled::Config::new()
-            .path(dir)
-            .flush_every_ms(None)
-            .cache_capacity(SLED_CACHE_BYTES)
-            .open()
-    }));
+    let open = || {
+        catch_unwind(AssertUnwindSafe(|| {
+            sled::Config::new()
+                .path(dir)
+                .flush_every_ms(None)
+                .cache_capacity(SLED_CACHE_BYTES)
+                .open()
+        }))
+    };
+    // A handle this process closed a moment ago may hold the file lock for
+    // a few more milliseconds while sled's own I/O threads let go of it:
+    // wait that out (bounded) before calling it another process's lock.
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    let mut opened = open();
+    while matches!(&opened, Ok(Err(sled::Error::Io(e))) if is_lock_error(e))
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        opened = open();
+    }
     let db = match opened {
         Ok(Ok(db)) => db,
         Ok(Err(sled::Error::Io(e))) => return Err(corrupt(dir, io_reason(&e, "opening the database"))),
