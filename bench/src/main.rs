@@ -163,12 +163,15 @@ async fn main() -> anyhow::Result<()> {
         yes
     };
     if wants("api-create") {
-        api_create::run(&mut report, args.objects, &args.concurrency).await?;
+        let r = api_create::run(&mut report, args.objects, &args.concurrency).await;
+        finish(&mut report, "api-create", r);
     }
     if wants("scheduler") {
         // CPU-bound and alone on the runtime: run it in place, off the async path.
-        tokio::task::block_in_place(|| scheduler::run_pure(&mut report, &args.sched_nodes, args.sched_pods))?;
-        scheduler_e2e::run(&mut report, &args.sched_nodes, args.sched_pods).await?;
+        let r = tokio::task::block_in_place(|| scheduler::run_pure(&mut report, &args.sched_nodes, args.sched_pods));
+        finish(&mut report, "scheduler", r);
+        let r = scheduler_e2e::run(&mut report, &args.sched_nodes, args.sched_pods).await;
+        finish(&mut report, "scheduler", r);
     }
     if wants("heartbeats") {
         let opts = heartbeats::Options {
@@ -184,7 +187,8 @@ async fn main() -> anyhow::Result<()> {
                 .filter(|n| *n > 0)
                 .collect(),
         };
-        heartbeats::run(&mut report, &opts).await?;
+        let r = heartbeats::run(&mut report, &opts).await;
+        finish(&mut report, "heartbeats", r);
     }
     if wants("broker") {
         let opts = broker::Options {
@@ -192,7 +196,8 @@ async fn main() -> anyhow::Result<()> {
             window: std::time::Duration::from_secs(args.broker_window_secs.max(1)),
             rounds: args.broker_rounds.max(1),
         };
-        broker::run(&mut report, &opts).await?;
+        let r = broker::run(&mut report, &opts).await;
+        finish(&mut report, "broker", r);
     }
     if wants("deploy") {
         let opts = deploy::Options {
@@ -201,30 +206,37 @@ async fn main() -> anyhow::Result<()> {
             sim_delay: std::time::Duration::from_millis(args.deploy_sim_delay_ms),
             cap: std::time::Duration::from_secs(300),
         };
-        deploy::run(&mut report, &opts).await?;
+        let r = deploy::run(&mut report, &opts).await;
+        finish(&mut report, "deploy", r);
     }
     if wants("fleet-rss") {
         let cap = std::time::Duration::from_secs(600);
-        deploy::run_rss(&mut report, args.rss_nodes.max(1), args.rss_pods.max(1), cap).await?;
+        let r = deploy::run_rss(&mut report, args.rss_nodes.max(1), args.rss_pods.max(1), cap).await;
+        finish(&mut report, "fleet-rss", r);
     }
     if wants("wasm-start") {
-        wasm_start::run(&mut report, args.wasm_pods, args.ctr_runs).await?;
+        let r = wasm_start::run(&mut report, args.wasm_pods, args.ctr_runs).await;
+        finish(&mut report, "wasm-start", r);
     }
     if wants("oci-start") {
-        oci_start::run(&mut report).await?;
+        let r = oci_start::run(&mut report).await;
+        finish(&mut report, "oci-start", r);
     }
     if wants("proxy") {
-        proxy::run(&mut report).await?;
+        let r = proxy::run(&mut report).await;
+        finish(&mut report, "proxy", r);
     }
     if wants("http-hello") {
-        http_hello::run(&mut report).await?;
+        let r = http_hello::run(&mut report).await;
+        finish(&mut report, "http-hello", r);
     }
     if wants("footprint") {
-        footprint::run(
+        let r = footprint::run(
             &mut report,
             std::time::Duration::from_secs(args.footprint_secs.max(1)),
         )
-        .await?;
+        .await;
+        finish(&mut report, "footprint", r);
     }
     if wants("tickers") {
         let opts = tickers::Options {
@@ -237,10 +249,12 @@ async fn main() -> anyhow::Result<()> {
             ramp_cap: std::time::Duration::from_secs(args.ticker_ramp_cap_secs.max(1)),
             cpu_window: std::time::Duration::from_secs(10),
         };
-        tickers::run(&mut report, &opts).await?;
+        let r = tickers::run(&mut report, &opts).await;
+        finish(&mut report, "tickers", r);
     }
     if wants("sizes") {
-        sizes::run(&mut report)?;
+        let r = sizes::run(&mut report);
+        finish(&mut report, "sizes", r);
     }
     let mut run = results::Results::new(commit, report.rows);
     if args.merge && args.json.exists() {
@@ -250,5 +264,26 @@ async fn main() -> anyhow::Result<()> {
     match &args.update_doc {
         Some(doc) => run.update_doc(doc),
         None => Ok(()),
+    }
+}
+
+/// A scenario that stopped with an error is a finding, not the end of the
+/// suite: it gets a MISSED row saying why, and the others still run.
+fn finish(report: &mut report::Report, scenario: &str, result: anyhow::Result<()>) {
+    if let Err(e) = result {
+        eprintln!("{scenario}: did not finish: {e:#}");
+        let why: String = format!("{e:#}").chars().take(160).collect();
+        report.push(
+            report::Row {
+                scenario: scenario.to_string(),
+                metric: format!("did not finish: {why}"),
+                shturman: 0.0,
+                anchor_name: "-".into(),
+                anchor: None,
+                goal: "runs to the end".into(),
+                higher_is_better: true,
+            }
+            .check(report::Goal::AtLeast(1.0)),
+        );
     }
 }
