@@ -168,7 +168,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wants("scheduler") {
         // CPU-bound and alone on the runtime: run it in place, off the async path.
-        let r = tokio::task::block_in_place(|| scheduler::run_pure(&mut report, &args.sched_nodes, args.sched_pods));
+        let r = tokio::task::block_in_place(|| {
+            scheduler::run_pure(&mut report, &args.sched_nodes, args.sched_pods)
+        });
         finish(&mut report, "scheduler", r);
         let r = scheduler_e2e::run(&mut report, &args.sched_nodes, args.sched_pods).await;
         finish(&mut report, "scheduler", r);
