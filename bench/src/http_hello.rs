@@ -19,11 +19,11 @@
 //! the proxy costs in front of it.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
-use shturman_e2e::api::Api;
+use shturman_e2e::api::{Api, eventually};
 
 use crate::proxy::{self, Sample};
 use crate::report::{Report, Row};
@@ -74,24 +74,6 @@ fn service() -> Value {
     })
 }
 
-/// Waits for `what` to return `Some`, polling, for at most `limit`.
-async fn until<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Option<T>>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f().await? {
-            return Ok(v);
-        }
-        if Instant::now() > deadline {
-            bail!("timed out after {limit:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 pub async fn run(report: &mut Report) -> Result<()> {
     eprintln!("http-hello: wasi:http Wasm pods through the Service proxy, next to direct");
     let wasm = example_wasm("http-hello", "http_hello.wasm")?;
@@ -126,7 +108,7 @@ pub async fn run(report: &mut Report) -> Result<()> {
     }
 
     // Both pods ready in the Endpoints, and the proxy serving them.
-    let pods: Vec<SocketAddr> = until("2 ready endpoints", Duration::from_secs(120), || async {
+    let pods: Vec<SocketAddr> = eventually("2 ready endpoints", Duration::from_secs(120), || async {
         let (code, ep) = api.get("/api/v1/namespaces/default/endpoints/http-hello").await?;
         let addrs: Vec<SocketAddr> = ep["subsets"]
             .as_array()
@@ -151,7 +133,7 @@ pub async fn run(report: &mut Report) -> Result<()> {
         .context("the Service has no clusterIP")?
         .parse()?;
     let cluster = SocketAddr::new(cluster_ip, 80);
-    until(
+    eventually(
         "the proxy to serve both pods",
         Duration::from_secs(30),
         || async {
