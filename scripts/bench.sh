@@ -39,6 +39,19 @@ if ! $redraw_only; then
 fi
 
 cargo build --release --workspace --bins --locked
+# The `sizes` scenario reports the agent as shipped (size-tuned profile):
+# build it for this machine and for arm64 unless the run leaves `sizes` out.
+scenarios=()
+prev=""
+for a in "$@"; do
+  [[ "$prev" == --scenario ]] && scenarios+=("$a")
+  [[ "$a" == --scenario=* ]] && scenarios+=("${a#--scenario=}")
+  prev="$a"
+done
+if ! $redraw_only && { [ "${#scenarios[@]}" -eq 0 ] \
+  || [[ " ${scenarios[*]} " == *" all "* || " ${scenarios[*]} " == *" sizes "* ]]; }; then
+  bash cross/build.sh --target amd64 --target aarch64 --agent-only
+fi
 # The heartbeat scenario holds one MQTT connection per simulated node in the
 # bench process and one in the control plane: raise the open-files soft limit
 # to the hard limit (no root needed). The bench checks it and says so if low.

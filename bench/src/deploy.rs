@@ -71,7 +71,9 @@ fn deployment(replicas: usize, image: &str) -> Value {
 }
 
 /// Creates the Deployment and waits until the watch has seen `replicas`
-/// pods Running; the time from the create's response to that event.
+/// pods Running; the time from the create's response to that event. As any
+/// Kubernetes client, it starts over from a fresh list when the server ends
+/// the watch (a watcher that fell behind gets a 410 `ERROR` and the end).
 async fn apply_until_running(
     control: &Control,
     replicas: usize,
@@ -91,6 +93,7 @@ async fn apply_until_running(
         bail!("creating the Deployment answered {code}: {body}");
     }
     let mut running: HashMap<String, bool> = HashMap::new();
+    let mut rewatches = 0;
     loop {
         let left = cap.saturating_sub(t0.elapsed());
         if left.is_zero() {
@@ -98,6 +101,9 @@ async fn apply_until_running(
             bail!("only {n} of {replicas} replicas Running after {cap:?}");
         }
         match tokio::time::timeout(left, watch.events.recv()).await {
+            Ok(Some(ev)) if ev.kind == "ERROR" => {
+                eprintln!("  the pod watch ended with an ERROR event; watching again");
+            }
             Ok(Some(ev)) => {
                 if ev.kind == "DELETED" {
                     running.remove(&ev.name);
@@ -108,11 +114,22 @@ async fn apply_until_running(
                     return Ok(ev.at.saturating_duration_since(t0));
                 }
             }
-            Ok(None) => bail!("the pod watch ended"),
+            Ok(None) => {
+                // The new watch lists every pod again as ADDED.
+                rewatches += 1;
+                if rewatches > MAX_REWATCHES {
+                    bail!("the pod watch ended {rewatches} times");
+                }
+                running.clear();
+                watch = PodWatch::start(control, LABEL).await?;
+            }
             Err(_) => {}
         }
     }
 }
+
+/// How often `apply_until_running` starts its watch over before giving up.
+const MAX_REWATCHES: usize = 20;
 
 /// 100 `ctr run -d` busybox `sleep` containers one after another: the wall
 /// clock until the last `ctr` returned (blocking).

@@ -1,32 +1,25 @@
 //! The agent's idle footprint: the real release `shturman-agent` joined to a
 //! real `shturman control`, no pods, default 10 s heartbeats; its resident
 //! memory (`VmRSS` of `/proc/PID/status`) sampled every second while it
-//! settles, the figure taken after several heartbeats. And the size of the
-//! binary a node installs: `target/release/shturman-agent` copied and
-//! `strip`ped.
+//! settles, the figure taken after several heartbeats. (Binary sizes are
+//! the `sizes` scenario's.)
 //!
-//! Anchors from the same run: the idle RSS of containerd (the private one
+//! The anchor from the same run: the idle RSS of containerd (the private one
 //! of `shturman_e2e::containerd`: 1.6 with its CRI plugin loaded, the pause
 //! and busybox images imported, no containers), which is what a Kubernetes
-//! node runs besides the kubelet before any pod; and the installed size of
-//! what a node needs to run OCI containers with it: the `containerd`,
-//! `containerd-shim-runc-v2` and `runc` binaries on this machine (Debian's,
-//! already stripped).
+//! node runs besides the kubelet before any pod.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
 use crate::containerd_anchor::Anchor;
 use crate::procfs::{self, mib};
 use crate::report::{Report, Row};
-use crate::spawn::{Agent, Control, bin};
+use crate::spawn::{Agent, Control};
 
 /// Idle RSS goal for the agent, MiB.
 const GOAL_RSS_MIB: f64 = 20.0;
-/// Stripped binary size goal, MiB.
-const GOAL_SIZE_MIB: f64 = 25.0;
 
 /// RSS samples of `pid`, one a second for `window`: (last, max), in KiB.
 async fn settle(pid: u32, window: Duration) -> Result<(u64, u64)> {
@@ -38,38 +31,6 @@ async fn settle(pid: u32, window: Duration) -> Result<(u64, u64)> {
         max = max.max(last);
     }
     Ok((last, max))
-}
-
-/// Size of `path` after `strip` of a copy, in bytes.
-fn stripped_size(path: &Path) -> Result<(u64, u64)> {
-    let dir = tempfile::tempdir_in(std::env::temp_dir())?;
-    let copy = dir.path().join("agent");
-    std::fs::copy(path, &copy)?;
-    let before = std::fs::metadata(&copy)?.len();
-    let out = std::process::Command::new("strip")
-        .arg(&copy)
-        .output()
-        .context("running strip (binutils)")?;
-    if !out.status.success() {
-        bail!("strip failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok((before, std::fs::metadata(&copy)?.len()))
-}
-
-/// Installed size of containerd + its runc shim + runc, in bytes (from PATH).
-fn containerd_binaries() -> Option<(u64, Vec<String>)> {
-    let mut total = 0;
-    let mut names = Vec::new();
-    for name in ["containerd", "containerd-shim-runc-v2", "runc"] {
-        let path = std::env::var_os("PATH").map(|p| {
-            std::env::split_paths(&p)
-                .map(|d| d.join(name))
-                .find(|f| f.is_file())
-        })??;
-        total += std::fs::metadata(&path).ok()?.len();
-        names.push(path.display().to_string());
-    }
-    Some((total, names))
 }
 
 /// Runs the scenario and adds its rows.
@@ -132,32 +93,5 @@ pub async fn run(report: &mut Report, window: Duration) -> Result<()> {
         .check(crate::report::Goal::AtMost(GOAL_RSS_MIB)),
     );
 
-    let agent_bin = bin("shturman-agent")?;
-    let (unstripped, stripped) = stripped_size(&agent_bin)?;
-    #[allow(clippy::cast_precision_loss)]
-    let to_mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-    eprintln!(
-        "  {}: {:.1} MiB, stripped {:.1} MiB",
-        agent_bin.display(),
-        to_mib(unstripped),
-        to_mib(stripped)
-    );
-    let bins = containerd_binaries();
-    report.push(
-        Row {
-            scenario: "agent binary, stripped".into(),
-            metric: "size MiB".into(),
-            shturman: to_mib(stripped),
-            anchor_name: bins
-                .as_ref()
-                .map_or("containerd binaries (not found)".into(), |(_, n)| {
-                    format!("installed {}", n.join(" + "))
-                }),
-            anchor: bins.map(|(b, _)| to_mib(b)),
-            goal: format!("<= {GOAL_SIZE_MIB} MiB"),
-            higher_is_better: false,
-        }
-        .check(crate::report::Goal::AtMost(GOAL_SIZE_MIB)),
-    );
     Ok(())
 }
