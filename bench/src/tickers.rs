@@ -551,9 +551,10 @@ pub async fn run(report: &mut Report, opts: &Options) -> Result<()> {
         shturman: p.beyond_linear_kib + p.growth_kib_per_min * ring_minutes,
         anchor_name: "idle busybox container: shim + process RSS".into(),
         anchor: per_container,
-        goal: format!("<= {GOAL_PER_POD_KIB} KiB (a projection, not a measurement)"),
+        goal: format!("informational (a projection, not a measurement; the goal, {GOAL_PER_POD_KIB} KiB, is checked on the measured rows)"),
         higher_is_better: false,
-    });
+    }
+    .check(crate::report::Goal::Informational));
     report.push(Row {
         scenario: format!(
             "idle ticker pod: resident linear memory ({} memories seen)",
