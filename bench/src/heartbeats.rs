@@ -511,19 +511,21 @@ fn push_rows(report: &mut Report, opts: &Options, f: &Figures) {
         .check(at_goal_or_info(crate::report::Goal::AtMost(GOAL_RSS_MIB))),
     );
     let offered = f.nodes as f64 / opts.period.as_secs_f64();
-    report.push(Row {
-        scenario: scenario.clone(),
-        metric: "heartbeats applied/s (Node lastHeartbeatTime)".into(),
-        shturman: f.applied_per_sec,
-        anchor_name: "acked by the broker (PUBACK)".into(),
-        anchor: Some(f.published_per_sec),
-        goal: format!(
-            "informational (offered {offered:.0}/s; stored times move every second beat, \
+    report.push(
+        Row {
+            scenario: scenario.clone(),
+            metric: "heartbeats applied/s (Node lastHeartbeatTime)".into(),
+            shturman: f.applied_per_sec,
+            anchor_name: "acked by the broker (PUBACK)".into(),
+            anchor: Some(f.published_per_sec),
+            goal: format!(
+                "informational (offered {offered:.0}/s; stored times move every second beat, \
              the freshness rows below carry the goal)"
-        ),
-        higher_is_better: true,
-    }
-    .check(crate::report::Goal::Informational));
+            ),
+            higher_is_better: true,
+        }
+        .check(crate::report::Goal::Informational),
+    );
     report.push(
         Row {
             scenario: scenario.clone(),
