@@ -9,7 +9,7 @@ use shturman_api::meta::{DeletionPropagation, Object};
 
 use crate::server::State;
 use crate::server::error::ApiError;
-use crate::server::handlers::{Selection, revalidate};
+use crate::server::handlers::revalidate;
 use crate::store::{Revision, Store};
 
 /// Typed access to the API from inside the control plane.
@@ -65,13 +65,21 @@ impl Client {
 
     /// Every object of a kind (in one namespace, or all), with the list's revision.
     pub async fn list<T: Object>(&self, ns: Option<&str>) -> Result<(Vec<T>, Revision), ApiError> {
-        let (list, rev) = self.state.list(T::KIND, ns, &Selection::default()).await?;
-        let items = match list.get("items") {
-            Some(Value::Array(items)) => items.clone(),
-            _ => Vec::new(),
-        };
-        let objs = items.into_iter().map(from_value).collect::<Result<Vec<T>, _>>()?;
-        Ok((objs, rev))
+        // Straight from the stored bytes to `T`, one at a time: no
+        // intermediate JSON values for the whole collection.
+        let listing = self.state.list_stored(T::KIND, ns).await?;
+        let objs = listing
+            .items
+            .iter()
+            .map(|(_, v)| {
+                let mut obj: T = serde_json::from_slice(&v.value).map_err(|e| {
+                    ApiError::internal(format!("a stored {} does not decode: {e}", T::KIND.name()))
+                })?;
+                obj.metadata_mut().resource_version = Some(v.revision.to_string());
+                Ok(obj)
+            })
+            .collect::<Result<Vec<T>, ApiError>>()?;
+        Ok((objs, listing.revision))
     }
 
     /// Creates an object (defaults and validation applied).

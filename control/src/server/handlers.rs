@@ -13,7 +13,7 @@ use shturman_api::selector::{FieldSelector, Selector};
 use super::State;
 use super::error::ApiError;
 use super::object::{self, CreateFacts};
-use crate::store::{Key, Prefix, Revision, StoreError, Versioned};
+use crate::store::{Key, Listing, Prefix, Revision, StoreError, Versioned};
 
 /// How a PATCH body is to be read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -199,32 +199,52 @@ impl State {
         }
     }
 
-    /// The listing of a collection, as a Kubernetes `…List`.
+    /// The stored objects of a collection, undecoded, with the listing's
+    /// revision.
+    pub async fn list_stored(&self, kind: Kind, ns: Option<&str>) -> Result<Listing, ApiError> {
+        self.store
+            .list(&Prefix::new(kind.plural(), ns.map(str::to_string)))
+            .await
+            .map_err(|e| ApiError::from_store(e, kind, ""))
+    }
+
+    /// The listing of a collection, as a Kubernetes `…List`, already
+    /// encoded: each item is decoded, checked against the selection and
+    /// written out before the next, so a list of 10,000 Nodes never holds
+    /// 10,000 decoded objects at once (a `serde_json::Value` is several
+    /// times the size of its JSON).
     pub async fn list(
         &self,
         kind: Kind,
         ns: Option<&str>,
         sel: &Selection,
-    ) -> Result<(Value, Revision), ApiError> {
-        let listing = self
-            .store
-            .list(&Prefix::new(kind.plural(), ns.map(str::to_string)))
-            .await
-            .map_err(|e| ApiError::from_store(e, kind, ""))?;
-        let mut items = Vec::with_capacity(listing.items.len());
-        for (_, v) in &listing.items {
-            let obj = materialize(v)?;
-            if sel.matches(&obj) {
-                items.push(obj);
-            }
-        }
-        let list = json!({
+    ) -> Result<(Vec<u8>, Revision), ApiError> {
+        let listing = self.list_stored(kind, ns).await?;
+        let raw: usize = listing.items.iter().map(|(_, v)| v.value.len()).sum();
+        let mut out = Vec::with_capacity(raw + raw / 16 + 256);
+        let head = json!({
             "apiVersion": kind.api_version(),
             "kind": format!("{}List", kind.name()),
             "metadata": {"resourceVersion": listing.revision.to_string()},
-            "items": items,
         });
-        Ok((list, listing.revision))
+        let head = encode(&head)?;
+        // `{…head fields…,"items":[` — the head without its closing brace.
+        out.extend_from_slice(&head[..head.len() - 1]);
+        out.extend_from_slice(b",\"items\":[");
+        let mut first = true;
+        for (_, v) in &listing.items {
+            let obj = materialize(v)?;
+            if !sel.matches(&obj) {
+                continue;
+            }
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            serde_json::to_writer(&mut out, &obj).map_err(|e| ApiError::internal(e.to_string()))?;
+        }
+        out.extend_from_slice(b"]}");
+        Ok((out, listing.revision))
     }
 
     async fn require_namespace(&self, kind: Kind, ns: Option<&str>) -> Result<(), ApiError> {

@@ -414,13 +414,12 @@ async fn execute(
             }
             (
                 "list",
-                json(
-                    state
-                        .list(kind, namespace.as_deref(), &selection)
-                        .await
-                        .map(|(v, _)| v),
-                    StatusCode::OK,
-                ),
+                state
+                    .list(kind, namespace.as_deref(), &selection)
+                    .await
+                    .map(|(encoded, _)| {
+                        ([(header::CONTENT_TYPE, "application/json")], encoded).into_response()
+                    }),
             )
         }
         (Target::Collection { kind, namespace }, Method::POST) => {
