@@ -153,6 +153,20 @@ async fn create_get_list_and_kubernetes_errors() {
         .map(|p| p["metadata"]["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["web-1"]);
+    assert!(list["items"][0]["metadata"]["resourceVersion"].is_string());
+    // Nothing selected: still a whole list, with its version.
+    let (code, none) = a
+        .send(
+            reqwest::Method::GET,
+            &format!("{PODS}?labelSelector=app%3Dnothing"),
+            None,
+        )
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(none["kind"], "PodList");
+    assert_eq!(none["apiVersion"], "v1");
+    assert_eq!(none["items"], json!([]));
+    assert!(rv(&none) >= rv(&created));
     let (_, list) = a
         .send(
             reqwest::Method::GET,
