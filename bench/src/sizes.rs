@@ -8,11 +8,11 @@
 //! first); without any it says which command makes them.
 //!
 //! Goal: the arm64 agent with both runtimes (Wasm and OCI) at most 25 MiB.
-//! Anchors: for builds of this machine's arch, what a node installs to run
-//! OCI containers without Shturman, the `containerd`,
+//! Anchors: for builds of this machine's arch (the glibc one), what a node
+//! installs to run OCI containers without Shturman, the `containerd`,
 //! `containerd-shim-runc-v2` and `runc` binaries on this machine (Debian's,
-//! already stripped), measured in the same run; for the ARM builds, which
-//! this machine cannot install packages of, the published installed size of
+//! already stripped), measured in the same run; for the others, whose
+//! packages this machine cannot install, the published installed size of
 //! the k3s package for armv7 (one binary that is both a k3s server and a
 //! k3s agent), from the Alpine package index (see docs/BENCHMARKS.md).
 
@@ -44,6 +44,17 @@ fn containerd_binaries() -> Option<(u64, Vec<String>)> {
         names.push(path.display().to_string());
     }
     Some((total, names))
+}
+
+/// This machine's architecture as `cross/build.sh` names its directories
+/// (Debian's names): the builds whose anchor can be measured here.
+fn debian_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "arm" => "armhf",
+        other => other,
+    }
 }
 
 /// One built file: its arch directory, its name, its size in bytes.
@@ -105,7 +116,7 @@ pub fn run(report: &mut Report) -> Result<()> {
     let native = containerd_binaries();
     for b in built {
         let full_agent = b.arch == "arm64" && b.name == "shturman-agent";
-        let (anchor_name, anchor) = if b.arch == "amd64" {
+        let (anchor_name, anchor) = if b.arch == debian_arch() {
             native.as_ref().map_or_else(
                 || ("containerd + shim + runc (not installed)".to_string(), None),
                 |(bytes, names)| (format!("installed {}", names.join(" + ")), Some(to_mib(*bytes))),
