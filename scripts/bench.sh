@@ -14,28 +14,11 @@ for a in "$@"; do
 done
 
 if ! $redraw_only; then
-  bash scripts/setup.sh
-  # Packages only the benchmarks use, on top of scripts/setup.sh's:
+  # Packages only the benchmarks use, on top of scripts/setup.sh's own:
   # - etcd-server, etcd-client: the `api-create` anchor (a private etcd on
   #   free loopback ports in its own temp dir);
   # - fonts-dejavu-core: the font the chart's text is drawn with.
-  BENCH_PACKAGES=(etcd-server etcd-client fonts-dejavu-core)
-  missing=()
-  for p in "${BENCH_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-  done
-  if [ "${#missing[@]}" -gt 0 ]; then
-    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
-    echo "bench: installing ${missing[*]}"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
-    # The package starts a system-wide etcd on 127.0.0.1:2379; the bench
-    # runs its own, so keep the service off if we installed it.
-    if [[ " ${missing[*]} " == *" etcd-server "* ]] && command -v systemctl >/dev/null \
-      && [ -d /run/systemd/system ]; then
-      $SUDO systemctl disable --now etcd >/dev/null 2>&1 || true
-    fi
-  fi
+  bash scripts/setup.sh etcd-server etcd-client fonts-dejavu-core
 fi
 
 cargo build --release --workspace --bins --locked

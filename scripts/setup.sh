@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing Shturman needs on Debian or Ubuntu:
 # Debian packages (only those missing) and Rust components. Idempotent.
+# Arguments name more packages to install the same way (scripts/bench.sh
+# passes the ones only the benchmarks use).
 set -euo pipefail
 
 # Debian packages the build and the end-to-end tests use. The tests start
@@ -18,7 +20,7 @@ set -euo pipefail
 #   runs the arm64 agent in the end-to-end test (tests/cross_aarch64.rs).
 PACKAGES=(gcc pkg-config mosquitto openssl containerd runc containernetworking-plugins
   docker-registry skopeo busybox-static protobuf-compiler iproute2 haproxy wrk
-  gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf qemu-user-static)
+  gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf qemu-user-static "$@")
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -32,12 +34,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
   # The package starts a system-wide broker on 127.0.0.1:1883, the port
   # `shturman control` and `shturman up` embed theirs on by default. The
   # tests start their own Mosquitto: keep the service off if we installed it.
-  # Likewise containerd, docker-registry and haproxy: tests and benchmarks
-  # run their own.
+  # Likewise containerd, docker-registry, haproxy and etcd (package
+  # etcd-server, 127.0.0.1:2379): tests and benchmarks run their own.
   if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
-    for svc in mosquitto containerd docker-registry haproxy; do
-      if [[ " ${missing[*]} " == *" $svc "* ]]; then
-        $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true
+    for pkg_svc in mosquitto:mosquitto containerd:containerd docker-registry:docker-registry \
+      haproxy:haproxy etcd-server:etcd; do
+      if [[ " ${missing[*]} " == *" ${pkg_svc%%:*} "* ]]; then
+        $SUDO systemctl disable --now "${pkg_svc#*:}" >/dev/null 2>&1 || true
       fi
     done
   fi

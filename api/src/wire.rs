@@ -448,6 +448,20 @@ pub const LOG_REQUESTS_PER_NODE: usize = 8;
 /// that restarted and never sent a cancel.
 pub const LOG_FOLLOW_MAX: Duration = Duration::from_secs(3600);
 
+/// First pause between an agent's MQTT connection attempts; it doubles up
+/// to [`RECONNECT_MAX`] and goes back to this once connected. (The fleet
+/// simulator reconnects the same way.)
+pub const RECONNECT_MIN: Duration = Duration::from_millis(250);
+/// Largest pause between connection attempts.
+pub const RECONNECT_MAX: Duration = Duration::from_secs(30);
+
+/// `d` plus up to a quarter of it, by `r` (a uniformly random number), so a
+/// fleet cut off at once does not reconnect in step.
+#[must_use]
+pub fn jittered(d: Duration, r: u32) -> Duration {
+    d + d.mul_f64(0.25 * f64::from(r) / f64::from(u32::MAX))
+}
+
 /// The control plane asks a node for a container's log
 /// (`nodes/{node}/logs/request`). Answered by [`LogChunk`]s on
 /// `nodes/{node}/logs/reply/{id}`; a follow stream runs until
@@ -722,6 +736,17 @@ pub fn node_filters(node: &str) -> [String; 3] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jitter_adds_at_most_a_quarter() {
+        let d = Duration::from_secs(4);
+        assert_eq!(jittered(d, 0), d);
+        assert_eq!(jittered(d, u32::MAX), Duration::from_secs(5));
+        for r in [1, u32::MAX / 3, u32::MAX / 2, u32::MAX - 1] {
+            let j = jittered(d, r);
+            assert!(j >= d && j <= Duration::from_secs(5), "{j:?}");
+        }
+    }
 
     #[test]
     fn topics_round_trip() {

@@ -26,9 +26,6 @@ use crate::config::MqttAddr;
 
 /// Keep-alive: a silent link is noticed by the broker within 1.5× this.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
-/// First and largest pause between connection attempts.
-const BACKOFF_MIN: Duration = Duration::from_millis(250);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// Something that happened on the link.
 #[derive(Debug)]
@@ -178,7 +175,7 @@ async fn drive(
     tx: mpsc::Sender<LinkEvent>,
     mut pw: watch::Receiver<String>,
 ) {
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = wire::RECONNECT_MIN;
     let mut up = false;
     loop {
         if pw.has_changed().unwrap_or(false) {
@@ -187,7 +184,7 @@ async fn drive(
         }
         let ev = match el.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                backoff = BACKOFF_MIN;
+                backoff = wire::RECONNECT_MIN;
                 up = true;
                 Some(LinkEvent::Connected)
             }
@@ -210,8 +207,8 @@ async fn drive(
                 if tx.send(ev).await.is_err() {
                     return;
                 }
-                tokio::time::sleep(jitter(backoff)).await;
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+                tokio::time::sleep(wire::jittered(backoff, getrandom::u32().unwrap_or(0))).await;
+                backoff = (backoff * 2).min(wire::RECONNECT_MAX);
                 None
             }
         };
@@ -219,33 +216,6 @@ async fn drive(
             && tx.send(ev).await.is_err()
         {
             return;
-        }
-    }
-}
-
-/// `d` plus up to a quarter of it, so a fleet does not reconnect in step.
-fn jitter(d: Duration) -> Duration {
-    let mut b = [0u8; 2];
-    let r = if getrandom::fill(&mut b).is_ok() {
-        u32::from(u16::from_le_bytes(b))
-    } else {
-        0
-    };
-    d + d / 4 * r / u32::from(u16::MAX)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn jitter_is_bounded() {
-        for _ in 0..100 {
-            let j = jitter(Duration::from_secs(4));
-            assert!(
-                j >= Duration::from_secs(4) && j <= Duration::from_secs(5),
-                "{j:?}"
-            );
         }
     }
 }

@@ -45,6 +45,19 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The `ticker` example component (prints a numbered line a second,
+/// forever), built by scripts/build-wasm-examples.sh (scripts/test.sh runs
+/// it first).
+pub fn ticker_wasm() -> PathBuf {
+    let p = workspace_root().join("wasm-examples/ticker/target/wasm32-wasip2/release/ticker.wasm");
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/build-wasm-examples.sh (scripts/test.sh does)",
+        p.display()
+    );
+    p
+}
+
 /// Polls `check` until it returns `Some`, or fails after `timeout` with `what`.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Result<T> {
     let deadline = Instant::now() + timeout;

@@ -2,12 +2,12 @@
 //! embedded MQTT broker on a free loopback port) and real `shturman-agent`
 //! processes, each with its own node name and data dir.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
-use shturman_e2e::{Agent, ControlPlane, free_port, stderr, stdout, wait_for, workspace_root};
+use shturman_e2e::{Agent, ControlPlane, free_port, stderr, stdout, ticker_wasm, wait_for};
 
 const WAIT: Duration = Duration::from_secs(30);
 /// Deadline for a Wasm pod to run: the debug-built agent compiles the module first.
@@ -117,18 +117,6 @@ fn a_wrong_token_is_refused_with_exit_code_2() -> Result<()> {
     assert!(log.contains("shturman token create"), "{log}");
     assert!(nodes(&cp).is_empty());
     Ok(())
-}
-
-/// The `ticker` component (one line a second, forever), built by
-/// scripts/build-wasm-examples.sh (scripts/test.sh runs it).
-fn ticker_wasm() -> PathBuf {
-    let p = workspace_root().join("wasm-examples/ticker/target/wasm32-wasip2/release/ticker.wasm");
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/build-wasm-examples.sh (scripts/test.sh does)",
-        p.display()
-    );
-    p
 }
 
 /// The pods as JSON items.

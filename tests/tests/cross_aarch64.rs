@@ -18,8 +18,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde_json::Value;
-use shturman_e2e::api::{Api, eventually, is_running_and_ready};
-use shturman_e2e::{Up, bin_dir, kube_arch, log_filter, stderr, stdout, terminate, workspace_root};
+use shturman_e2e::api::{Api, eventually, is_ready, is_running_and_ready};
+use shturman_e2e::oci_env::admin_token;
+use shturman_e2e::{Up, bin_dir, kube_arch, log_filter, stderr, stdout, terminate, ticker_wasm};
 
 const X86_NODE: &str = "x86-node";
 const ARM_NODE: &str = "pi-emu";
@@ -51,17 +52,6 @@ fn elf_machine(path: &Path) -> u16 {
         path.display()
     );
     u16::from_le_bytes([bytes[18], bytes[19]])
-}
-
-/// The ticker component; scripts/test.sh builds it first.
-fn ticker_wasm() -> PathBuf {
-    let p = workspace_root().join("wasm-examples/ticker/target/wasm32-wasip2/release/ticker.wasm");
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/build-wasm-examples.sh (scripts/test.sh does)",
-        p.display()
-    );
-    p
 }
 
 /// The emulated agent: `qemu-aarch64-static` running the arm64 binary,
@@ -150,23 +140,12 @@ async fn emulated_arm64_agent_runs_a_wasm_pod() {
             agent.log_text()
         )
     };
-    let admin = std::fs::read_to_string(up.admin_conf()).expect("admin.conf");
-    let admin_token = admin
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("token: "))
-        .expect("a token in admin.conf");
-    let api = Api::new(&up.url, admin_token);
+    let api = Api::new(&up.url, &admin_token(&up));
 
     // The emulated node joins, Ready, as arm64 (label and nodeInfo).
     let node = eventually("the emulated node Ready", Duration::from_secs(120), || async {
         let (code, n): (u16, Value) = api.get(&format!("/api/v1/nodes/{ARM_NODE}")).await?;
-        let ready = code == 200
-            && n["status"]["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True");
-        Ok(ready.then_some(n))
+        Ok((code == 200 && is_ready(&n)).then_some(n))
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", logs(&agent)));

@@ -3,25 +3,13 @@
 //! One cluster for every case (starting one is the slow part).
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use shturman_e2e::api::{Api, eventually};
-use shturman_e2e::{Up, binary, stderr, stdout, workspace_root};
-
-/// The ticker component; scripts/test.sh builds it first.
-fn ticker_wasm() -> PathBuf {
-    let p = workspace_root().join("wasm-examples/ticker/target/wasm32-wasip2/release/ticker.wasm");
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/build-wasm-examples.sh (scripts/test.sh does)",
-        p.display()
-    );
-    p
-}
+use shturman_e2e::{Up, binary, stderr, stdout, ticker_wasm};
 
 fn tick_lines(text: &str) -> Vec<&str> {
     text.lines().filter(|l| l.contains(" tick ")).collect()

@@ -7,18 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use shturman_e2e::api::{Api, eventually};
-use shturman_e2e::{Up, stderr, stdout, workspace_root};
-
-/// The ticker component; scripts/test.sh builds it first.
-fn ticker_wasm() -> PathBuf {
-    let p = workspace_root().join("wasm-examples/ticker/target/wasm32-wasip2/release/ticker.wasm");
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/build-wasm-examples.sh (scripts/test.sh does)",
-        p.display()
-    );
-    p
-}
+use shturman_e2e::{Up, stderr, stdout, ticker_wasm};
 
 fn is_running_and_ready(p: &Value) -> bool {
     p["status"]["phase"] == "Running"

@@ -40,10 +40,6 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 const JOIN_RETRY: Duration = Duration::from_secs(10);
 /// …at most this many times in all (the answer is awaited until stop).
 const JOIN_ATTEMPTS: u32 = 6;
-/// First and largest pause between connection attempts (the agent's), with
-/// up to a quarter more of jitter.
-const BACKOFF_MIN: Duration = Duration::from_millis(250);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// After stop, how long a node may take to disconnect cleanly.
 const DISCONNECT_GRACE: Duration = Duration::from_secs(3);
 
@@ -540,7 +536,7 @@ async fn drive(
     tokio::pin!(deadline);
     let mut up = false;
     let mut closed_at_connect = 0u32;
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = wire::RECONNECT_MIN;
     loop {
         let ev = tokio::select! {
             ev = events.poll() => ev,
@@ -551,7 +547,7 @@ async fn drive(
                 counters.connacks.fetch_add(1, Ordering::Relaxed);
                 up = true;
                 closed_at_connect = 0;
-                backoff = BACKOFF_MIN;
+                backoff = wire::RECONNECT_MIN;
                 let filters = wire::node_filters(&ctx.node)
                     .into_iter()
                     .map(|f| rumqttc::SubscribeFilter::new(f, QoS::AtLeastOnce));
@@ -642,22 +638,11 @@ async fn drive(
                 }
                 up = false;
                 tokio::select! {
-                    () = tokio::time::sleep(jitter(backoff)) => {}
+                    () = tokio::time::sleep(wire::jittered(backoff, getrandom::u32().unwrap_or(0))) => {}
                     () = stop.cancelled() => return,
                 }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+                backoff = (backoff * 2).min(wire::RECONNECT_MAX);
             }
         }
     }
-}
-
-/// `d` plus up to a quarter of it, so the fleet does not reconnect in step.
-fn jitter(d: Duration) -> Duration {
-    let mut b = [0u8; 2];
-    let r = if getrandom::fill(&mut b).is_ok() {
-        u32::from(u16::from_le_bytes(b))
-    } else {
-        0
-    };
-    d + d / 4 * r / u32::from(u16::MAX)
 }

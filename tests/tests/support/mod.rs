@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use shturman_e2e::{ControlPlane, free_port, stderr, stdout, wait_for, workspace_root};
+use shturman_e2e::{ControlPlane, free_port, stderr, stdout, wait_for};
 
 /// How long any one condition may take.
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -79,19 +79,10 @@ pub fn is_ready(node: &Value) -> bool {
     ready_condition(node).is_some_and(|c| c["status"] == "True")
 }
 
+pub use shturman_e2e::ticker_wasm;
+
 /// The container name of [`bind_pod`]'s pods.
 pub const CONTAINER: &str = "main";
-
-/// The `ticker` component (prints a numbered line a second, forever).
-pub fn ticker_wasm() -> PathBuf {
-    let p = workspace_root().join("wasm-examples/ticker/target/wasm32-wasip2/release/ticker.wasm");
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/build-wasm-examples.sh (scripts/test.sh does)",
-        p.display()
-    );
-    p
-}
 
 /// Applies a Pod named `name` bound to `node` that runs the real `ticker`
 /// module on wasmtime (it reaches Running and Ready, and never exits);
