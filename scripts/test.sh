@@ -7,6 +7,12 @@ cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
 
+# A one-off build from a fresh clone gains nothing from incremental
+# artefacts (several GB); local runs keep cargo's default.
+if [ "${CI:-}" = true ]; then
+  export CARGO_INCREMENTAL=0
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
