@@ -14,11 +14,10 @@ for a in "$@"; do
 done
 
 if ! $redraw_only; then
-  # Packages only the benchmarks use, on top of scripts/setup.sh's own:
-  # - etcd-server, etcd-client: the `api-create` anchor (a private etcd on
-  #   free loopback ports in its own temp dir);
-  # - fonts-dejavu-core: the font the chart's text is drawn with.
-  bash scripts/setup.sh etcd-server etcd-client fonts-dejavu-core
+  # The package only the benchmarks use, on top of scripts/setup.sh's own
+  # (etcd-server among them, for the `api-create` anchor):
+  # fonts-dejavu-core, the font the chart's text is drawn with.
+  bash scripts/setup.sh fonts-dejavu-core
 fi
 
 cargo build --release --workspace --bins --locked

@@ -13,13 +13,14 @@ set -euo pipefail
 #   containerd's CRI service with the CNI bridge + host-local plugins);
 # - docker-registry, skopeo, busybox-static: a local OCI registry, and the
 #   busybox image the tests build as an OCI layout and push there;
-# - protobuf-compiler: the containerd/CRI gRPC crates need protoc to build.
+# - protobuf-compiler: the containerd/CRI and etcd gRPC crates need protoc.
+# - etcd-server: the etcd store backend's tests run a private etcd.
 # - haproxy, wrk: the `proxy` benchmark's anchor and its load generator.
 # - gcc-aarch64-linux-gnu, gcc-arm-linux-gnueabihf: cross/build.sh links the
 #   arm64 and armhf agents with them (and their cross libc); qemu-user-static
 #   runs the arm64 agent in the end-to-end test (tests/cross_aarch64.rs).
 PACKAGES=(gcc pkg-config mosquitto openssl containerd runc containernetworking-plugins
-  docker-registry skopeo busybox-static protobuf-compiler iproute2 haproxy wrk
+  docker-registry skopeo busybox-static protobuf-compiler etcd-server iproute2 haproxy wrk
   gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf qemu-user-static "$@")
 
 missing=()

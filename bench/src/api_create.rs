@@ -131,10 +131,10 @@ async fn etcd_puts(objects: usize, c: usize) -> Result<(Figures, Option<f64>)> {
     let value = serde_json::to_vec(&configmap("obj-0000"))?;
     etcd_anchor::puts(&etcd, c.max(8), c, &value, "warm").await?;
     let f = etcd_anchor::puts(&etcd, objects, c, &value, "obj").await?;
-    if let Some((count, mean_ms)) = etcd.wal_fsyncs().await {
+    if let Some((count, mean_ms)) = etcd_anchor::wal_fsyncs(&etcd).await {
         eprintln!("  etcd: {count:.0} WAL fdatasyncs (mean {mean_ms:.2} ms) for {objects} puts + warm-up");
     }
-    Ok((f, etcd.rss_mib()))
+    Ok((f, etcd_anchor::rss_mib(&etcd)))
 }
 
 /// Runs the scenario and adds its rows.

@@ -80,6 +80,61 @@ pub enum StoreArg {
     Sled,
     /// In memory; everything is lost on exit.
     Memory,
+    /// An etcd cluster (--etcd-endpoints).
+    Etcd,
+}
+
+/// Where the control plane keeps its objects.
+#[derive(Clone, Debug, Args)]
+pub struct StoreArgs {
+    /// Store backend: sled (in <data-dir>/store), memory, or etcd.
+    #[arg(long, value_enum, default_value_t = StoreArg::Sled)]
+    pub store: StoreArg,
+    /// etcd's client URLs, with --store etcd: http://HOST:2379,…
+    #[arg(
+        long,
+        value_name = "URL,…",
+        value_delimiter = ',',
+        required_if_eq("store", "etcd")
+    )]
+    pub etcd_endpoints: Vec<String>,
+    /// The etcd key prefix this cluster's objects live under (one control
+    /// plane per prefix).
+    #[arg(long, default_value = shturman_control::store::etcd_store::DEFAULT_PREFIX, value_name = "P")]
+    pub etcd_prefix: String,
+}
+
+impl StoreArgs {
+    /// The store these flags choose; etcd flags without `--store etcd` are
+    /// a mistake worth saying.
+    pub fn choice(&self) -> anyhow::Result<shturman_control::StoreChoice> {
+        use shturman_control::StoreChoice;
+        Ok(match self.store {
+            StoreArg::Sled | StoreArg::Memory if !self.etcd_endpoints.is_empty() => anyhow::bail!(
+                "--etcd-endpoints is only used with --store etcd (the store is {})",
+                self.label()
+            ),
+            StoreArg::Sled => StoreChoice::Sled,
+            StoreArg::Memory => StoreChoice::Memory,
+            StoreArg::Etcd => StoreChoice::Etcd(shturman_control::store::EtcdConfig {
+                endpoints: self.etcd_endpoints.clone(),
+                prefix: self.etcd_prefix.clone(),
+            }),
+        })
+    }
+
+    /// How the start banner names the store.
+    pub fn label(&self) -> String {
+        match self.store {
+            StoreArg::Sled => "sled".into(),
+            StoreArg::Memory => "memory (lost on exit)".into(),
+            StoreArg::Etcd => format!(
+                "etcd at {}, prefix {}",
+                self.etcd_endpoints.join(","),
+                self.etcd_prefix
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -90,9 +145,8 @@ pub struct ControlArgs {
     /// Address the API listens on.
     #[arg(long, default_value = "127.0.0.1:7443", value_name = "A")]
     pub api_addr: SocketAddr,
-    /// Store backend.
-    #[arg(long, value_enum, default_value_t = StoreArg::Sled)]
-    pub store: StoreArg,
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// Address the embedded MQTT broker listens on (agents dial it).
     #[arg(
         long,
@@ -159,9 +213,8 @@ pub struct UpArgs {
     /// Extra labels for the local node, k=v,k2=v2.
     #[arg(long, value_name = "K=V,…")]
     pub labels: Option<String>,
-    /// Store backend.
-    #[arg(long, value_enum, default_value_t = StoreArg::Sled)]
-    pub store: StoreArg,
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// How long a node may go without a heartbeat before it is NotReady
     /// (Unknown); the local agent heartbeats at a quarter of it (at most 10s).
     #[arg(long, default_value = "40s", value_name = "DURATION", value_parser = crate::duration::parse_duration)]

@@ -5,19 +5,16 @@ use std::path::Path;
 
 use anyhow::{Result, anyhow};
 use shturman_control::manager::ControllerSettings;
-use shturman_control::{Config, Control, MqttChoice, ServiceNetwork, StoreChoice};
+use shturman_control::{Config, Control, MqttChoice, ServiceNetwork};
 
-use crate::args::{ControlArgs, StoreArg};
+use crate::args::ControlArgs;
 
 /// The control-plane configuration for these flags.
-pub fn config(args: &ControlArgs) -> Config {
-    Config {
+pub fn config(args: &ControlArgs) -> Result<Config> {
+    Ok(Config {
         data_dir: args.data_dir.clone(),
         api_addr: args.api_addr,
-        store: match args.store {
-            StoreArg::Sled => StoreChoice::Sled,
-            StoreArg::Memory => StoreChoice::Memory,
-        },
+        store: args.store.choice()?,
         controllers: ControllerSettings {
             node_monitor_grace: args.node_monitor_grace_period,
             default_toleration_seconds: i64::from(args.default_toleration_seconds),
@@ -31,7 +28,7 @@ pub fn config(args: &ControlArgs) -> Config {
             cidr: args.service_cidr,
             node_ports: args.service_node_port_range,
         },
-    }
+    })
 }
 
 /// The MQTT line of the start banner.
@@ -46,11 +43,7 @@ pub fn mqtt_line(mqtt_url: Option<&str>, embedded: bool) -> String {
 }
 
 /// The lines printed on start.
-pub fn banner(url: &str, admin_conf: &Path, absolute: &Path, store: StoreArg) -> String {
-    let store = match store {
-        StoreArg::Sled => "sled",
-        StoreArg::Memory => "memory (lost on exit)",
-    };
+pub fn banner(url: &str, admin_conf: &Path, absolute: &Path, store: &str) -> String {
     format!(
         "shturman control v{}: API serving at {url} (store: {store})\n\
          admin config written to {}; use it with: export SHTURMAN_CONFIG={}\n",
@@ -87,13 +80,13 @@ pub(crate) async fn shutdown_signal() {
 
 pub async fn run(args: &ControlArgs) -> Result<()> {
     // The control plane's errors already name their cause; one line, no chain.
-    let control = Control::start(config(args))
+    let control = Control::start(config(args)?)
         .await
         .map_err(|e| anyhow!("the control plane could not start: {e}"))?;
     let absolute = std::path::absolute(&control.admin_conf).unwrap_or(control.admin_conf.clone());
     print!(
         "{}{}",
-        banner(&control.url, &control.admin_conf, &absolute, args.store),
+        banner(&control.url, &control.admin_conf, &absolute, &args.store.label()),
         mqtt_line(control.mqtt_url.as_deref(), control.mqtt_addr.is_some())
     );
     tracing::info!(url = %control.url, "control plane started");
@@ -114,7 +107,7 @@ mod tests {
             "http://127.0.0.1:7443",
             Path::new("./shturman-data/admin.conf"),
             Path::new("/srv/shturman-data/admin.conf"),
-            StoreArg::Sled,
+            "sled",
         );
         assert!(b.contains("API serving at http://127.0.0.1:7443"), "{b}");
         let m = mqtt_line(Some("mqtt://127.0.0.1:1883"), true);

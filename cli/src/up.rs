@@ -26,7 +26,7 @@ use shturman_control::tokens::{JoinToken, SYSTEM_NAMESPACE};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::args::{ControlArgs, StoreArg, UpArgs};
+use crate::args::{ControlArgs, UpArgs};
 use crate::client::Client;
 use crate::config::{Inputs, resolve};
 use crate::control_cmd::shutdown_signal;
@@ -95,7 +95,8 @@ pub fn join_url(broker: SocketAddr, this_machine: &str) -> (String, Option<Strin
 /// What `up` prints once the cluster is running.
 pub struct Banner<'a> {
     pub api_url: &'a str,
-    pub store: StoreArg,
+    /// How the store is named, e.g. `sled`.
+    pub store: &'a str,
     pub admin_conf: &'a Path,
     pub admin_conf_absolute: &'a Path,
     pub mqtt_url: &'a str,
@@ -111,10 +112,7 @@ pub struct Banner<'a> {
 
 impl Banner<'_> {
     pub fn render(&self) -> String {
-        let store = match self.store {
-            StoreArg::Sled => "sled",
-            StoreArg::Memory => "memory (lost on exit)",
-        };
+        let store = self.store;
         let heartbeat_flag = if self.heartbeat == MAX_HEARTBEAT {
             String::new()
         } else {
@@ -163,7 +161,7 @@ fn control_args(args: &UpArgs) -> ControlArgs {
     ControlArgs {
         data_dir: args.data_dir.clone(),
         api_addr: args.api_addr,
-        store: args.store,
+        store: args.store.clone(),
         mqtt_addr: args.mqtt_addr,
         mqtt_url: None,
         node_monitor_grace_period: args.node_monitor_grace_period,
@@ -304,7 +302,7 @@ pub async fn run(args: &UpArgs) -> Result<()> {
     // Check the agent's flags before anything starts.
     agent_config(args, &node, "mqtt://127.0.0.1:1883", None)?;
 
-    let control = Control::start(crate::control_cmd::config(&control_args(args)))
+    let control = Control::start(crate::control_cmd::config(&control_args(args))?)
         .await
         .map_err(|e| anyhow!("the control plane could not start: {e}"))?;
     let api = control
@@ -355,7 +353,7 @@ pub async fn run(args: &UpArgs) -> Result<()> {
         "{}",
         Banner {
             api_url: &url,
-            store: args.store,
+            store: &args.store.label(),
             admin_conf: &admin_conf,
             admin_conf_absolute: &absolute,
             mqtt_url: &mqtt_url,
@@ -469,7 +467,7 @@ mod tests {
     fn banner_tells_a_new_user_what_to_do() {
         let b = Banner {
             api_url: "http://127.0.0.1:7443",
-            store: StoreArg::Sled,
+            store: "sled",
             admin_conf: Path::new("./shturman-data/admin.conf"),
             admin_conf_absolute: Path::new("/home/me/shturman-data/admin.conf"),
             mqtt_url: "mqtt://127.0.0.1:1883",

@@ -42,6 +42,9 @@ pub enum StoreChoice {
     Sled,
     /// In memory, lost on exit (tests and benchmarks).
     Memory,
+    /// An etcd cluster (`--store etcd --etcd-endpoints …`). One control
+    /// plane per prefix: the controllers do not elect a leader.
+    Etcd(store::EtcdConfig),
 }
 
 /// How to run the control plane.

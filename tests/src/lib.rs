@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail};
 
 pub mod api;
 pub mod containerd;
+pub mod etcd;
 pub mod oci_env;
 pub mod oci_image;
 pub mod registry;

@@ -38,6 +38,7 @@ use self::error::ApiError;
 use self::handlers::{PatchType, Selection};
 use self::route::{RouteError, Target};
 use crate::store::Store;
+use crate::store::etcd_store::EtcdStore;
 use crate::store::memory::MemoryStore;
 use crate::store::sled_store::SledStore;
 use crate::{Config, Error, StoreChoice};
@@ -118,6 +119,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
                 .map_err(|e| Error::Serve(std::io::Error::other(e)))??;
             Arc::new(opened)
         }
+        StoreChoice::Etcd(etcd) => Arc::new(EtcdStore::connect(&etcd).await?),
     };
     let token = auth::load_or_create_token(&data_dir).map_err(|source| Error::DataDir {
         path: data_dir.clone(),

@@ -160,6 +160,22 @@ impl Hub {
         Ok(rx)
     }
 
+    /// Forgets the history and starts again after `revision`: every live
+    /// watcher gets a final `Compacted` (its client relists). For a backend
+    /// whose change feed lost events it can no longer fetch.
+    pub(crate) fn restart_at(&self, revision: Revision) {
+        let mut state = self.lock();
+        for w in state.watchers.drain(..) {
+            let _ = w.tx.try_send(Err(StoreError::Compacted {
+                requested: w.last,
+                oldest: revision + 1,
+            }));
+        }
+        state.ring.clear();
+        state.base = revision;
+        state.published = revision;
+    }
+
     /// Ends every watch with `Err(Closed)` and refuses new ones.
     pub(crate) fn close(&self) {
         let mut state = self.lock();
@@ -167,5 +183,46 @@ impl Hub {
         for w in state.watchers.drain(..) {
             let _ = w.tx.try_send(Err(StoreError::Closed));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{EventKind, Key};
+
+    fn event(revision: Revision) -> Event {
+        Event {
+            kind: EventKind::Added,
+            key: Key::new("pods", "default", format!("p{revision}")),
+            value: Vec::new(),
+            revision,
+        }
+    }
+
+    #[test]
+    fn restart_ends_every_watch_and_forgets_the_history() {
+        let hub = Hub::new(0, StoreOptions::default());
+        let pods = Prefix::new("pods", None);
+        let mut w = hub.subscribe(&pods, 0).expect("watch");
+        hub.publish([event(1), event(2)]);
+        assert_eq!(w.try_recv().expect("event").expect("ok").revision, 1);
+        assert_eq!(w.try_recv().expect("event").expect("ok").revision, 2);
+
+        hub.restart_at(9);
+        match w.try_recv() {
+            Ok(Err(StoreError::Compacted {
+                requested: 2,
+                oldest: 10,
+            })) => {}
+            other => panic!("expected Compacted(2, 10), got {other:?}"),
+        }
+        assert!(matches!(
+            hub.subscribe(&pods, 2),
+            Err(StoreError::Compacted { requested: 2, .. })
+        ));
+        let mut fresh = hub.subscribe(&pods, 9).expect("a watch from the new start");
+        hub.publish([event(10)]);
+        assert_eq!(fresh.try_recv().expect("event").expect("ok").revision, 10);
     }
 }

@@ -19,22 +19,25 @@
 //!   (it never slows writers down); after a restart the history is empty, so
 //!   only a watch from the current revision (or later) is served.
 //!
-//! Layout: [`memory`] and [`sled_store`] are the backends (the sled on-disk
-//! format is in `sled_format`); `history` is the watch ring both share.
+//! Layout: [`memory`], [`sled_store`] and [`etcd_store`] are the backends
+//! (the sled on-disk format is in `sled_format`); `history` is the watch
+//! ring they share.
 
 use std::fmt;
 
 pub mod conformance;
+pub mod etcd_store;
 mod history;
 pub mod memory;
 mod sled_format;
 pub mod sled_store;
 
+pub use etcd_store::{EtcdConfig, EtcdStore};
 pub use history::StoreOptions;
 pub use memory::MemoryStore;
 pub use sled_store::SledStore;
 
-/// A global revision. 0 means "nothing yet".
+/// A global revision. 0 means "nothing yet" (a fresh etcd is at 1).
 pub type Revision = u64;
 
 /// Where an object lives: `resource/namespace/name` (namespace empty for

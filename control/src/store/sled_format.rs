@@ -60,33 +60,51 @@ fn unescape(part: &str) -> Option<String> {
 
 /// `v1/o/{resource}/{namespace}/{name}`.
 pub(crate) fn object_key(key: &Key) -> Vec<u8> {
-    let mut s = String::from(OBJECT_PREFIX);
+    key_path(OBJECT_PREFIX, key).into_bytes()
+}
+
+/// The scan prefix for a list: `v1/o/{resource}/` or `v1/o/{resource}/{namespace}/`.
+pub(crate) fn prefix_key(prefix: &Prefix) -> Vec<u8> {
+    prefix_path(OBJECT_PREFIX, prefix).into_bytes()
+}
+
+/// The inverse of [`object_key`]; `None` if `raw` is not one.
+pub(crate) fn parse_object_key(raw: &[u8]) -> Option<Key> {
+    parse_key_path(OBJECT_PREFIX, raw)
+}
+
+/// The key layout the sled and etcd backends share:
+/// `{root}{resource}/{namespace}/{name}`, with `%` and `/` inside a part
+/// written `%25` and `%2F`, so the parts split cleanly.
+pub(crate) fn key_path(root: &str, key: &Key) -> String {
+    let mut s = String::from(root);
     escape(&key.resource, &mut s);
     s.push('/');
     escape(&key.namespace, &mut s);
     s.push('/');
     escape(&key.name, &mut s);
-    s.into_bytes()
+    s
 }
 
-/// The scan prefix for a list: `v1/o/{resource}/` or `v1/o/{resource}/{namespace}/`.
-pub(crate) fn prefix_key(prefix: &Prefix) -> Vec<u8> {
-    let mut s = String::from(OBJECT_PREFIX);
+/// Where a list's keys start: `{root}{resource}/` or
+/// `{root}{resource}/{namespace}/`.
+pub(crate) fn prefix_path(root: &str, prefix: &Prefix) -> String {
+    let mut s = String::from(root);
     escape(&prefix.resource, &mut s);
     s.push('/');
     if let Some(ns) = &prefix.namespace {
         escape(ns, &mut s);
         s.push('/');
     }
-    s.into_bytes()
+    s
 }
 
-/// The inverse of [`object_key`]; `None` if `raw` is not one.
-pub(crate) fn parse_object_key(raw: &[u8]) -> Option<Key> {
-    let s = std::str::from_utf8(raw).ok()?.strip_prefix(OBJECT_PREFIX)?;
+/// The inverse of [`key_path`]; `None` if `raw` is not one.
+pub(crate) fn parse_key_path(root: &str, raw: &[u8]) -> Option<Key> {
+    let s = std::str::from_utf8(raw).ok()?.strip_prefix(root)?;
     let mut parts = s.split('/');
     let (resource, namespace, name) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() {
+    if parts.next().is_some() || resource.is_empty() || name.is_empty() {
         return None;
     }
     Some(Key::new(

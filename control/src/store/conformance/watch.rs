@@ -8,10 +8,11 @@ use crate::store::{Event, EventKind, Key, Prefix, Store, StoreError, StoreOption
 
 pub async fn watch_reports_kinds_and_values(mut f: impl Factory) {
     let s = f.open(StoreOptions::default());
+    let start = ok(s.revision().await, "revision");
     let k = key("pods", "default", "web");
     let r1 = ok(s.create(&k, v("1")).await, "create");
     let r2 = ok(s.update(&k, v("2"), None).await, "update");
-    let mut w = ok(s.watch(&Prefix::new("pods", None), 0).await, "watch");
+    let mut w = ok(s.watch(&Prefix::new("pods", None), start).await, "watch");
     let (r3, _) = ok(s.delete(&k, None).await, "delete");
     let r4 = ok(s.create(&k, v("4")).await, "create");
     let got: Vec<_> = next_events(&mut w, 4)
@@ -46,8 +47,9 @@ pub async fn watch_filters_by_prefix(mut f: impl Factory) {
         Prefix::new("pod", None),
     ];
     let mut watches = Vec::new();
+    let start = ok(s.revision().await, "revision");
     for p in &prefixes {
-        watches.push(ok(s.watch(p, 0).await, "watch"));
+        watches.push(ok(s.watch(p, start).await, "watch"));
     }
     for k in &writes {
         ok(s.create(k, v("x")).await, "create");
@@ -195,7 +197,8 @@ pub async fn slow_watcher_is_cut_off_without_blocking_writers(mut f: impl Factor
         watch_buffer: 4,
         ..StoreOptions::default()
     });
-    let mut w = ok(s.watch(&Prefix::new("pods", None), 0).await, "watch");
+    let start = ok(s.revision().await, "revision");
+    let mut w = ok(s.watch(&Prefix::new("pods", None), start).await, "watch");
     within("writes while a watcher does not read", async {
         for i in 0..40 {
             ok(
