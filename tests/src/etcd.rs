@@ -83,6 +83,17 @@ impl Etcd {
         self.child.id()
     }
 
+    /// Sends a signal (`STOP`, `CONT`, …) to etcd.
+    pub fn signal(&self, sig: &str) -> Result<()> {
+        let status = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()?;
+        if !status.success() {
+            bail!("kill -{sig} etcd failed: {status}");
+        }
+        Ok(())
+    }
+
     /// The last lines etcd logged.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();

@@ -188,6 +188,43 @@ spec:
         Ok(())
     }
 
+    #[test]
+    fn a_paused_etcd_fails_writes_clearly_and_the_cluster_carries_on_after() -> Result<()> {
+        let etcd = start_etcd()?;
+        let cp = ControlPlane::start_with(&["--store", "etcd", "--etcd-endpoints", &etcd.url])?;
+        let out = cp.cli_stdin(&["apply", "-f", "-"], Some(MANIFEST));
+        assert!(out.status.success(), "{}", stderr(&out));
+        wait_for("the Deployment's 3 pods", WAIT, || {
+            ticker_pods(&cp).filter(|p| p.len() == 3)
+        })
+        .with_context(|| cp.log_text())?;
+
+        // etcd stops answering: a write fails (after the store's request
+        // timeout) and says where the trouble is.
+        etcd.signal("STOP")?;
+        let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: while-paused\n";
+        let out = cp.cli_stdin(&["apply", "-f", "-"], Some(cm));
+        etcd.signal("CONT")?;
+        assert!(
+            !out.status.success(),
+            "a write acknowledged while etcd was paused"
+        );
+        let err = stderr(&out);
+        assert!(err.contains(&format!("etcd at {}", etcd.url)), "{err}");
+
+        // etcd is back: writes go through and the controllers still follow
+        // its changes (the store's watch came back on its own).
+        let out = cp.cli_stdin(&["apply", "-f", "-"], Some(cm));
+        assert!(out.status.success(), "{}", stderr(&out));
+        let out = cp.cli(&["scale", "deployment", "ticker", "--replicas", "4"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        wait_for("4 pods after the scale", WAIT, || {
+            ticker_pods(&cp).filter(|p| p.len() == 4)
+        })
+        .with_context(|| cp.log_text())?;
+        Ok(())
+    }
+
     /// `shturman control` with these arguments, which must fail: its stderr.
     fn refused(args: &[&str]) -> Result<String> {
         let dir = tempfile::tempdir()?;

@@ -35,6 +35,9 @@ use super::{Event, EventKind, Key, Listing, Prefix, Revision, Store, StoreError,
 /// The key prefix when none is given: every key Shturman writes starts with it.
 pub const DEFAULT_PREFIX: &str = "/shturman/";
 
+/// How long one etcd request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How many keys one range request of a list reads.
 const LIST_PAGE: i64 = 500;
 
@@ -92,11 +95,16 @@ impl EtcdStore {
         };
         let unreachable = |e: etcd_client::Error| {
             StoreError::Io(format!(
-                "cannot reach etcd at {endpoints}: {e}; check that etcd runs there and --etcd-endpoints"
+                "cannot reach etcd at {endpoints}: {}; check that etcd runs there and --etcd-endpoints",
+                root_cause(&e)
             ))
         };
+        // A request etcd does not answer (no quorum, paused) fails after
+        // REQUEST_TIMEOUT instead of holding its API call forever; the
+        // timeout covers a watch's opening, not its stream.
         let options_connect = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(5))
+            .with_timeout(REQUEST_TIMEOUT)
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
         let client = Client::connect(&config.endpoints, Some(options_connect))
             .await
@@ -143,7 +151,11 @@ impl EtcdStore {
     }
 
     fn io(&self, what: &str, e: &etcd_client::Error) -> StoreError {
-        StoreError::Io(format!("etcd at {} failed {what}: {e}", self.endpoints))
+        StoreError::Io(format!(
+            "etcd at {} failed {what}: {}",
+            self.endpoints,
+            root_cause(e)
+        ))
     }
 
     fn raw_key(&self, key: &Key) -> String {
@@ -166,6 +178,23 @@ impl EtcdStore {
             .and_then([then])
             .or_else([TxnOp::get(raw, None)]);
         self.client()?.txn(txn).await.map_err(|e| self.io("writing", &e))
+    }
+}
+
+/// What went wrong at the bottom of a gRPC error's chain ("Connection
+/// refused"), or the error itself: the layers above repeat it.
+fn root_cause(e: &etcd_client::Error) -> String {
+    let etcd_client::Error::GRpcStatus(status) = e else {
+        return e.to_string();
+    };
+    let mut cause: &dyn std::error::Error = status;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    if std::ptr::addr_eq(cause, status) {
+        status.message().to_string()
+    } else {
+        format!("{}: {cause}", status.message())
     }
 }
 
