@@ -1,4 +1,4 @@
-//! API create throughput and latency with durable writes (sled, flushed
+//! API create throughput and latency with durable writes (sled, its log synced
 //! before the answer), next to etcd's durable puts at the same concurrency
 //! on the same disk (src/etcd_anchor.rs; goal: at least twice etcd's
 //! throughput), with two references from the same run: a plain write +

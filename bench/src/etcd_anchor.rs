@@ -3,7 +3,7 @@
 //! filesystem as the control plane's, and durable single-key puts from N
 //! concurrent clients (one gRPC connection each), the same count and value
 //! size as the API creates. etcd answers a put once its WAL entry is
-//! fdatasynced, as Shturman answers a create once sled has flushed.
+//! fdatasynced, as Shturman answers a create once its log is synced.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -252,3 +252,39 @@ async fn close_blocking_flushes_pending_writes_and_stops() {
     let store = SledStore::open(dir.path()).unwrap();
     assert_eq!(store.revision().await.unwrap(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_checkpoints_as_it_fills_and_a_reopen_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = |i: usize| Key::new("configmaps", "default", format!("big-{}", i % 20));
+    let value = |i: usize| vec![u8::try_from(i % 251).unwrap(); 64 * 1024];
+    let last = {
+        let store = SledStore::open(dir.path()).unwrap();
+        let mut last = 0;
+        // 300 writes of 64 KiB: more than the log's 16 MiB segment.
+        for i in 0..300 {
+            last = if i < 20 {
+                store.create(&key(i), value(i)).await.unwrap()
+            } else {
+                store.update(&key(i), value(i), None).await.unwrap()
+            };
+        }
+        assert!(store.checkpoint_count() >= 1, "the log never started over");
+        last
+    };
+    let store = SledStore::open(dir.path()).unwrap();
+    assert_eq!(store.revision().await.unwrap(), last);
+    for i in 280..300 {
+        let got = store.get(&key(i)).await.unwrap().expect("kept");
+        assert_eq!(got.value, value(i), "{}", key(i));
+    }
+    assert_eq!(
+        store
+            .list(&Prefix::new("configmaps", None))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        20
+    );
+}

@@ -5,8 +5,9 @@
 //! know object types (the API layer owns those) — as etcd does for Kubernetes.
 //!
 //! Promises every backend keeps:
-//! - a write returns only once it is durable (the sled backend flushes, with
-//!   group commit, before it answers);
+//! - a write returns only once it is durable (the sled backend syncs its
+//!   write-ahead log, with group commit, before it answers; etcd syncs its
+//!   own);
 //! - revisions are global, strictly increasing, and never go backwards, even
 //!   across crashes; an object's revision is the revision of its last write;
 //! - reads only show durable writes;
@@ -31,6 +32,7 @@ mod history;
 pub mod memory;
 mod sled_format;
 pub mod sled_store;
+mod wal;
 
 pub use etcd_store::{EtcdConfig, EtcdStore};
 pub use history::StoreOptions;

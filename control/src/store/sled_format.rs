@@ -30,7 +30,9 @@ const SLED_CACHE_BYTES: u64 = 64 << 20;
 /// How long a held lock on the data dir is waited out before it counts as
 /// another process's.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
-const OBJECT_PREFIX: &str = "v1/o/";
+pub(crate) const OBJECT_PREFIX: &str = "v1/o/";
+/// The store's write-ahead log, beside sled's files (`super::wal`).
+pub(crate) const WAL_FILE: &str = "wal";
 
 fn escape(part: &str, out: &mut String) {
     for c in part.chars() {
@@ -282,7 +284,8 @@ fn refuse_foreign_files(dir: &Path) -> Result<(), StoreError> {
         let entry = entry.map_err(|e| corrupt(dir, io_reason(&e, "reading it")))?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        let sleds_own = matches!(name.as_ref(), "conf" | "db" | "blobs") || name.starts_with("snap.");
+        let sleds_own =
+            matches!(name.as_ref(), "conf" | "db" | "blobs" | WAL_FILE) || name.starts_with("snap.");
         if !sleds_own {
             return Err(corrupt(
                 dir,

@@ -1,14 +1,17 @@
-//! `SledStore`: the durable backend, sled with group commit.
+//! `SledStore`: the durable backend, sled behind a write-ahead log with
+//! group commit.
 //!
 //! Writes: under one short mutex a writer checks its precondition against the
-//! current state, takes the next revision and applies one sled batch (the
-//! object and the revision counter together); then it waits, off the lock,
-//! until the flusher has made that revision durable. The flusher is one
-//! thread: while writes are pending it notes the last applied revision,
-//! calls `db.flush()` and fdatasyncs sled's log file (one sync for the
-//! whole batch), then publishes the covered events to
+//! current state, takes the next revision and applies the change to sled
+//! (one insert or remove, in memory); then it waits, off the lock, until the
+//! flusher has made that revision durable. The flusher is one thread: while
+//! writes are pending it takes them all, appends them to the log
+//! ([`super::wal`]) and syncs once, then publishes the covered events to
 //! watchers and wakes every writer at or below that revision — so many
-//! concurrent writers share one fsync.
+//! concurrent writers share one `fdatasync`. sled's own flush (several syncs)
+//! runs only at checkpoints: when the log's segment fills, and on close,
+//! sled is flushed with its revision key and the log starts over. On open,
+//! logged changes sled lost are applied again (`recover`).
 //!
 //! Reads: a get or list reads sled under the same mutex, notes the applied
 //! revision R, and returns only once R is durable. Clients therefore never
@@ -18,8 +21,9 @@
 //! The write mutex is a std one, held only around sled calls that work on
 //! sled's in-memory log buffers and page cache (never an fsync), so holding
 //! it on a runtime thread is brief. Closing (or dropping) the store refuses
-//! new work, lets the flusher make every applied write durable, joins it and
-//! ends the watches. The on-disk layout lives in [`super::sled_format`].
+//! new work, lets the flusher make every applied write durable and
+//! checkpoint, joins it and ends the watches. The on-disk layout lives in
+//! [`super::sled_format`].
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -32,8 +36,10 @@ use tokio::sync::watch;
 use super::history::{Hub, StoreOptions};
 use super::memory::check_expected;
 use super::sled_format::{
-    REVISION_KEY, corrupt, decode_value, encode_value, object_key, open_db, parse_object_key, prefix_key,
+    OBJECT_PREFIX, REVISION_KEY, WAL_FILE, corrupt, decode_revision, decode_value, encode_value, object_key,
+    open_db, parse_object_key, prefix_key,
 };
+use super::wal::{self, Record, Wal};
 use super::{Event, EventKind, Key, Listing, Prefix, Revision, Store, StoreError, Versioned, Watch};
 
 /// What writers change under the write lock.
@@ -66,8 +72,11 @@ struct Shared {
     work: Condvar,
     durable: watch::Sender<Durable>,
     hub: Hub,
+    /// Log appends (one sync each) since open.
     flushes: AtomicU64,
-    /// sled's log file, opened again to fdatasync it after each flush.
+    /// Checkpoints (sled flushed, the log started over) since open.
+    checkpoints: AtomicU64,
+    /// sled's log file, opened again to fdatasync it at each checkpoint.
     log_file: std::fs::File,
 }
 
@@ -104,11 +113,23 @@ impl SledStore {
     /// to do. The watch history starts empty: watching from the current
     /// revision works, older revisions are `Compacted`.
     pub fn open_with(dir: &Path, options: StoreOptions) -> Result<SledStore, StoreError> {
-        let (db, revision) = open_db(dir)?;
+        let (db, sled_revision) = open_db(dir)?;
         let log_file = std::fs::File::open(dir.join("db")).map_err(|e| StoreError::Corrupt {
             path: dir.display().to_string(),
             reason: format!("cannot open sled's log file to sync it: {e}"),
         })?;
+        let (wal, records) = Wal::open(&dir.join(WAL_FILE)).map_err(|e| StoreError::Corrupt {
+            path: dir.display().to_string(),
+            reason: format!(
+                "cannot open the store's log {WAL_FILE}: {e}; check the permissions and free space"
+            ),
+        })?;
+        let revision = recover(&db, &log_file, records, sled_revision).map_err(|e| StoreError::Corrupt {
+            path: dir.display().to_string(),
+            reason: format!("cannot apply the store's log to the database: {e}"),
+        })?;
+        let mut wal = wal;
+        wal.checkpointed();
         tracing::info!(dir = %dir.display(), revision, "opened the store");
         let shared = Arc::new(Shared {
             path: dir.to_path_buf(),
@@ -127,12 +148,13 @@ impl SledStore {
             }),
             hub: Hub::new(revision, options),
             flushes: AtomicU64::new(0),
+            checkpoints: AtomicU64::new(0),
             log_file,
         });
         let for_thread = Arc::clone(&shared);
         let flusher = std::thread::Builder::new()
             .name("store-flusher".into())
-            .spawn(move || run_flusher(&for_thread, revision))
+            .spawn(move || run_flusher(&for_thread, wal, revision))
             .map_err(|e| StoreError::Io(format!("cannot start the store's flusher thread: {e}")))?;
         Ok(SledStore {
             shared,
@@ -140,9 +162,15 @@ impl SledStore {
         })
     }
 
-    /// How many times the flusher has called `db.flush()` since open.
+    /// How many times the flusher has synced the log since open: once per
+    /// group of concurrent writes.
     pub fn flush_count(&self) -> u64 {
         self.shared.flushes.load(Ordering::Relaxed)
+    }
+
+    /// How many checkpoints (sled flushed, the log started over) since open.
+    pub fn checkpoint_count(&self) -> u64 {
+        self.shared.checkpoints.load(Ordering::Relaxed)
     }
 
     /// The last revision applied to sled, durable or not yet.
@@ -242,25 +270,25 @@ impl SledStore {
             let before = self.read(&raw_key)?;
             let change = decide(before.as_ref())?;
             let revision = state.applied + 1;
-            let mut batch = sled::Batch::default();
             let (kind, value) = match change {
                 Change::Put(kind, value) => {
-                    batch.insert(raw_key, encode_value(revision, &value));
+                    self.shared
+                        .db
+                        .insert(raw_key, encode_value(revision, &value))
+                        .map_err(|e| self.shared.io("writing", &e))?;
                     (kind, value)
                 }
                 Change::Delete => {
-                    batch.remove(raw_key);
+                    self.shared
+                        .db
+                        .remove(raw_key)
+                        .map_err(|e| self.shared.io("writing", &e))?;
                     (
                         EventKind::Deleted,
                         before.as_ref().map(|b| b.value.clone()).unwrap_or_default(),
                     )
                 }
             };
-            batch.insert(REVISION_KEY, &revision.to_be_bytes());
-            self.shared
-                .db
-                .apply_batch(batch)
-                .map_err(|e| self.shared.io("writing", &e))?;
             state.applied = revision;
             state.pending.push_back(Event {
                 kind,
@@ -284,51 +312,141 @@ impl Drop for SledStore {
     }
 }
 
-/// The flusher loop: flush while there are applied-but-not-durable writes,
-/// then publish and wake what the flush covered. Ends on close or failure.
-fn run_flusher(shared: &Shared, mut durable: Revision) {
+/// The flusher loop: while there are applied-but-not-durable writes, append
+/// them to the write-ahead log with one sync, then publish and wake what
+/// that covered; checkpoint when the log's segment fills, and on close.
+/// Ends on close or failure.
+fn run_flusher(shared: &Shared, mut wal: Wal, mut durable: Revision) {
     loop {
-        let target = {
+        let (target, events) = {
             let mut state = shared.lock();
             while (state.applied <= durable || state.held) && !state.closing {
                 state = shared.work.wait(state).unwrap_or_else(PoisonError::into_inner);
             }
             if state.applied <= durable {
-                return; // closing, and everything is durable
+                // Closing, and everything is durable: leave sled complete
+                // and the log empty for the next open.
+                if let Err(reason) = checkpoint(shared, &mut wal, durable) {
+                    fail(shared, reason);
+                }
+                return;
             }
-            state.applied
+            let events: Vec<Event> = state.pending.drain(..).collect();
+            (state.applied, events)
         };
-        // sled's flush ends in sync_file_range, which leaves the disk's
-        // write cache and the file's metadata unsynced; fdatasync on the log
-        // file makes the write survive power loss, not just a killed process.
-        let result = shared
-            .db
-            .flush()
-            .map(|_| ())
-            .and_then(|()| shared.log_file.sync_data().map_err(sled::Error::Io));
+        let records: Vec<Record> = events.iter().map(record_of).collect();
+        let appended = wal.append(&records);
         shared.flushes.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = result {
-            let reason = format!(
-                "flushing the store in {} to disk failed: {e}; the control plane must restart",
-                shared.path.display()
+        if let Err(e) = appended {
+            fail(
+                shared,
+                format!(
+                    "writing the store's log in {} failed: {e}; the control plane must restart",
+                    shared.path.display()
+                ),
             );
-            tracing::error!("{reason}");
-            shared.lock().failed = Some(reason.clone());
-            shared.durable.send_modify(|d| d.failed = Some(reason));
-            shared.hub.close();
             return;
         }
-        let events: Vec<Event> = {
-            let mut state = shared.lock();
-            let n = state.pending.iter().take_while(|e| e.revision <= target).count();
-            state.pending.drain(..n).collect()
-        };
         // Watchers first, then readers and writers: once a client can see
         // revision `target`, a watch from it has every earlier event.
         shared.hub.publish(events);
         durable = target;
         shared.durable.send_modify(|d| d.revision = target);
+        if wal.used() >= CHECKPOINT_AT
+            && let Err(reason) = checkpoint(shared, &mut wal, durable)
+        {
+            fail(shared, reason);
+            return;
+        }
     }
+}
+
+/// The log fills past this: flush sled and start the log over.
+const CHECKPOINT_AT: u64 = wal::SEGMENT / 4 * 3;
+
+/// Makes everything applied to sled durable in sled itself, with
+/// `durable` (every change up to it is in sled) as its revision key, then
+/// empties the log. sled's flush ends in sync_file_range, which leaves the disk's
+/// write cache and the file's metadata unsynced; fdatasync on its log file
+/// makes the checkpoint survive power loss, not just a killed process.
+fn checkpoint(shared: &Shared, wal: &mut Wal, durable: Revision) -> Result<(), String> {
+    shared
+        .db
+        .insert(REVISION_KEY, &durable.to_be_bytes())
+        .and_then(|_| shared.db.flush())
+        .map(|_| ())
+        .and_then(|()| shared.log_file.sync_data().map_err(sled::Error::Io))
+        .map_err(|e| {
+            format!(
+                "flushing the store in {} to disk failed: {e}; the control plane must restart",
+                shared.path.display()
+            )
+        })?;
+    shared.checkpoints.fetch_add(1, Ordering::Relaxed);
+    wal.checkpointed();
+    Ok(())
+}
+
+/// Marks the store failed: every later operation fails with `reason`.
+fn fail(shared: &Shared, reason: String) {
+    tracing::error!("{reason}");
+    shared.lock().failed = Some(reason.clone());
+    shared.durable.send_modify(|d| d.failed = Some(reason));
+    shared.hub.close();
+}
+
+/// The log record of an applied change: the key and value as sled has them.
+fn record_of(event: &Event) -> Record {
+    Record {
+        revision: event.revision,
+        key: object_key(&event.key),
+        value: match event.kind {
+            EventKind::Deleted => None,
+            EventKind::Added | EventKind::Modified => Some(encode_value(event.revision, &event.value)),
+        },
+    }
+}
+
+/// Brings sled up to date after a crash and returns the store's revision.
+///
+/// sled holds every change up to `checkpointed` (its revision key, written
+/// at each checkpoint) and maybe some later ones it wrote on its own. The
+/// log holds every acknowledged change since the checkpoint. Each logged
+/// change newer than both is applied again; then the revision is the
+/// newest of the log's and of every stored object's (a change sled kept
+/// without an acknowledgement still counts, so no revision is ever handed
+/// out twice), recorded, and sled is made durable: the log can start over.
+fn recover(
+    db: &sled::Db,
+    log_file: &std::fs::File,
+    records: Vec<Record>,
+    checkpointed: Revision,
+) -> sled::Result<Revision> {
+    let mut last = checkpointed;
+    let mut replayed = 0usize;
+    for r in records.into_iter().filter(|r| r.revision > checkpointed) {
+        last = last.max(r.revision);
+        let stored = db.get(&r.key)?.and_then(|v| decode_revision(&v));
+        if stored.is_some_and(|s| s >= r.revision) {
+            continue;
+        }
+        match r.value {
+            Some(value) => db.insert(r.key, value)?,
+            None => db.remove(r.key)?,
+        };
+        replayed += 1;
+    }
+    for entry in db.scan_prefix(OBJECT_PREFIX) {
+        let (_, raw) = entry?;
+        last = last.max(decode_revision(&raw).unwrap_or(0));
+    }
+    db.insert(REVISION_KEY, &last.to_be_bytes())?;
+    db.flush()?;
+    log_file.sync_data()?;
+    if replayed > 0 {
+        tracing::info!(replayed, revision = last, "replayed the store's log");
+    }
+    Ok(last)
 }
 
 #[async_trait::async_trait]
@@ -432,5 +550,59 @@ impl Store for SledStore {
             Some(reason) => Err(StoreError::Io(reason.clone())),
             None => Ok(durable.revision),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(db: &sled::Db, name: &str) -> Option<Versioned> {
+        db.get(object_key(&Key::new("pods", "a", name)))
+            .unwrap()
+            .and_then(|raw| decode_value(&raw))
+    }
+
+    fn put(revision: Revision, name: &str, value: &[u8]) -> Record {
+        Record {
+            revision,
+            key: object_key(&Key::new("pods", "a", name)),
+            value: Some(encode_value(revision, value)),
+        }
+    }
+
+    #[test]
+    fn recovery_replays_what_sled_lacks_and_never_reuses_a_revision() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path().join("db")).open().unwrap();
+        let log_file = std::fs::File::open(dir.path()).unwrap();
+        // sled as a crash left it: checkpointed at 1 (c), and it kept a later
+        // write of a (3) and an unacknowledged write of z (9) on its own.
+        db.insert(object_key(&Key::new("pods", "a", "c")), encode_value(1, b"c1"))
+            .unwrap();
+        db.insert(object_key(&Key::new("pods", "a", "a")), encode_value(3, b"a3"))
+            .unwrap();
+        db.insert(object_key(&Key::new("pods", "a", "z")), encode_value(9, b"z9"))
+            .unwrap();
+        let records = vec![
+            put(1, "c", b"c1"), // checkpointed already
+            put(2, "a", b"a2"), // older than what sled has: kept as a3
+            put(4, "b", b"b4"), // lost by sled: applied again
+            Record {
+                revision: 5,
+                key: object_key(&Key::new("pods", "a", "c")),
+                value: None,
+            },
+        ];
+        let revision = recover(&db, &log_file, records, 1).unwrap();
+        assert_eq!(revision, 9, "the unacknowledged z counts");
+        assert_eq!(object(&db, "a").unwrap().value, b"a3");
+        assert_eq!(object(&db, "b").unwrap().revision, 4);
+        assert_eq!(object(&db, "c"), None, "the logged delete");
+        assert_eq!(object(&db, "z").unwrap().revision, 9);
+        assert_eq!(
+            db.get(REVISION_KEY).unwrap().and_then(|r| decode_revision(&r)),
+            Some(9)
+        );
     }
 }
