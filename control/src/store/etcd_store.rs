@@ -328,6 +328,13 @@ async fn pump(
             }
             hub.publish(events);
         }
+        // The stream ended or was cancelled: pause before watching again,
+        // so an etcd that keeps refusing is not asked in a tight loop.
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 
