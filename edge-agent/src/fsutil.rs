@@ -28,27 +28,24 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
 
 /// Writes a new file and fsyncs it.
 fn write_synced(tmp: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let mut opts = fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
     {
-        let mut opts = fs::OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(mode);
-        }
-        let mut f = opts.open(tmp)?;
-        #[cfg(unix)]
-        {
-            // The umask may have narrowed the mode: set it exactly.
-            use std::os::unix::fs::PermissionsExt;
-            f.set_permissions(fs::Permissions::from_mode(mode))?;
-        }
-        #[cfg(not(unix))]
-        let _ = mode;
-        f.write_all(bytes)?;
-        f.sync_all()?;
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(mode);
     }
-    Ok(())
+    let mut f = opts.open(tmp)?;
+    #[cfg(unix)]
+    {
+        // The umask may have narrowed the mode: set it exactly.
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    f.write_all(bytes)?;
+    f.sync_all()
 }
 
 /// Flushes a directory's entries (best effort; not every OS supports it).

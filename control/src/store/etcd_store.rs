@@ -143,6 +143,13 @@ impl EtcdStore {
         })
     }
 
+    /// Refuses new work, stops following etcd and ends every watch.
+    fn shut(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.stop.cancel();
+        self.hub.close();
+    }
+
     fn client(&self) -> Result<KvClient, StoreError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(StoreError::Closed);
@@ -162,11 +169,34 @@ impl EtcdStore {
         key_path(&self.prefix, key)
     }
 
-    /// The current object at `raw`, for a transaction that lost its compare.
-    fn current(resp: &TxnResponse) -> Option<Versioned> {
-        resp.op_responses().into_iter().find_map(|op| match op {
+    /// Runs `then` on an existing `key` (at revision `expected`, if given);
+    /// otherwise fails with `Conflict` or `NotFound`, from etcd's answer.
+    async fn guarded(
+        &self,
+        key: &Key,
+        raw: &str,
+        expected: Option<Revision>,
+        then: TxnOp,
+    ) -> Result<TxnResponse, StoreError> {
+        let compare = match expected {
+            Some(e) => Compare::mod_revision(raw, CompareOp::Equal, etcd_revision(e)),
+            None => Compare::create_revision(raw, CompareOp::Greater, 0),
+        };
+        let resp = self.txn(raw, compare, then).await?;
+        if resp.succeeded() {
+            return Ok(resp);
+        }
+        let now = resp.op_responses().into_iter().find_map(|op| match op {
             TxnOpResponse::Get(g) => g.kvs().first().map(versioned),
             _ => None,
+        });
+        Err(match (now, expected) {
+            (Some(now), Some(expected)) => StoreError::Conflict {
+                key: key.clone(),
+                expected,
+                actual: now.revision,
+            },
+            _ => StoreError::NotFound { key: key.clone() },
         })
     }
 
@@ -412,24 +442,10 @@ impl Store for EtcdStore {
         expected: Option<Revision>,
     ) -> Result<Revision, StoreError> {
         let raw = self.raw_key(key);
-        let compare = match expected {
-            Some(e) => Compare::mod_revision(raw.as_str(), CompareOp::Equal, etcd_revision(e)),
-            None => Compare::create_revision(raw.as_str(), CompareOp::Greater, 0),
-        };
         let resp = self
-            .txn(&raw, compare, TxnOp::put(raw.as_str(), value, None))
+            .guarded(key, &raw, expected, TxnOp::put(raw.as_str(), value, None))
             .await?;
-        if resp.succeeded() {
-            return Ok(header_revision(&resp));
-        }
-        match (Self::current(&resp), expected) {
-            (Some(now), Some(expected)) => Err(StoreError::Conflict {
-                key: key.clone(),
-                expected,
-                actual: now.revision,
-            }),
-            _ => Err(StoreError::NotFound { key: key.clone() }),
-        }
+        Ok(header_revision(&resp))
     }
 
     async fn delete(
@@ -438,35 +454,22 @@ impl Store for EtcdStore {
         expected: Option<Revision>,
     ) -> Result<(Revision, Versioned), StoreError> {
         let raw = self.raw_key(key);
-        let compare = match expected {
-            Some(e) => Compare::mod_revision(raw.as_str(), CompareOp::Equal, etcd_revision(e)),
-            None => Compare::create_revision(raw.as_str(), CompareOp::Greater, 0),
-        };
         let resp = self
-            .txn(
+            .guarded(
+                key,
                 &raw,
-                compare,
+                expected,
                 TxnOp::delete(raw.as_str(), Some(DeleteOptions::new().with_prev_key())),
             )
             .await?;
-        if resp.succeeded() {
-            let last = resp.op_responses().into_iter().find_map(|op| match op {
-                TxnOpResponse::Delete(d) => d.prev_kvs().first().map(versioned),
-                _ => None,
-            });
-            return match last {
-                Some(last) => Ok((header_revision(&resp), last)),
-                // Deleted by someone else between the compare and the read.
-                None => Err(StoreError::NotFound { key: key.clone() }),
-            };
-        }
-        match (Self::current(&resp), expected) {
-            (Some(now), Some(expected)) => Err(StoreError::Conflict {
-                key: key.clone(),
-                expected,
-                actual: now.revision,
-            }),
-            _ => Err(StoreError::NotFound { key: key.clone() }),
+        let last = resp.op_responses().into_iter().find_map(|op| match op {
+            TxnOpResponse::Delete(d) => d.prev_kvs().first().map(versioned),
+            _ => None,
+        });
+        match last {
+            Some(last) => Ok((header_revision(&resp), last)),
+            // Deleted by someone else between the compare and the read.
+            None => Err(StoreError::NotFound { key: key.clone() }),
         }
     }
 
@@ -491,15 +494,6 @@ impl Store for EtcdStore {
             let _ = pump.await;
         }
         Ok(())
-    }
-}
-
-impl EtcdStore {
-    /// Refuses new work, stops following etcd and ends every watch.
-    fn shut(&self) {
-        self.closed.store(true, Ordering::Release);
-        self.stop.cancel();
-        self.hub.close();
     }
 }
 

@@ -118,7 +118,7 @@ impl SledStore {
             path: dir.display().to_string(),
             reason: format!("cannot open sled's log file to sync it: {e}"),
         })?;
-        let (wal, records) = Wal::open(&dir.join(WAL_FILE)).map_err(|e| StoreError::Corrupt {
+        let (mut wal, records) = Wal::open(&dir.join(WAL_FILE)).map_err(|e| StoreError::Corrupt {
             path: dir.display().to_string(),
             reason: format!(
                 "cannot open the store's log {WAL_FILE}: {e}; check the permissions and free space"
@@ -128,7 +128,6 @@ impl SledStore {
             path: dir.display().to_string(),
             reason: format!("cannot apply the store's log to the database: {e}"),
         })?;
-        let mut wal = wal;
         wal.checkpointed();
         tracing::info!(dir = %dir.display(), revision, "opened the store");
         let shared = Arc::new(Shared {

@@ -72,9 +72,7 @@ impl Wal {
                 File::open(dir)?.sync_all()?;
             }
         }
-        let mut wal = Wal { file, end: 0 };
-        wal.end = end;
-        Ok((wal, records))
+        Ok((Wal { file, end }, records))
     }
 
     /// Bytes used since the last checkpoint.
